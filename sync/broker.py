@@ -1,0 +1,55 @@
+"""The Dramatiq broker named by ``CALSYNC_BROKER_URL``, installed before any actor is declared.
+
+``memory://`` is the embedded default: a StubBroker whose worker threads run
+inside the calling process, so the demo and a laptop need no Redis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+
+from sync.config import get_settings
+from sync.errors import ConfigError
+
+#: The queue every calsync actor uses.
+QUEUE = "calsync"
+
+
+def make_broker(url: str) -> dramatiq.Broker:
+    if url.startswith("memory://"):
+        return StubBroker()
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from dramatiq.brokers.redis import RedisBroker
+
+        return RedisBroker(url=url)
+    raise ConfigError(f"CALSYNC_BROKER_URL: unsupported scheme in {url.split('://')[0]!r}; use redis:// or memory://")
+
+
+def install() -> dramatiq.Broker:
+    broker = make_broker(get_settings().broker_url)
+    dramatiq.set_broker(broker)
+    return broker
+
+
+def is_embedded(broker: dramatiq.Broker) -> bool:
+    return isinstance(broker, StubBroker)
+
+
+@contextmanager
+def embedded_worker(broker: dramatiq.Broker, threads: int) -> Iterator[None]:
+    """Run worker threads in this process until the queue (and its delayed retries) drains."""
+    worker = dramatiq.Worker(broker, worker_timeout=100, worker_threads=threads)
+    worker.start()
+    try:
+        yield
+        broker.join(QUEUE, fail_fast=False)  # type: ignore[attr-defined]
+        worker.join()
+    finally:
+        worker.stop()
+
+
+broker = install()

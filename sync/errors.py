@@ -1,0 +1,69 @@
+"""Every error calsync raises on purpose, in one flat hierarchy.
+
+Callers decide what to do by type: a :class:`TransientError` is retried with
+backoff, a :class:`PermanentError` fails the placement with its reason, an
+:class:`AuthError` switches the person to emailed invites.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class CalsyncError(Exception):
+    """Base class for every error calsync raises deliberately."""
+
+
+class ConfigError(CalsyncError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One problem with one field of the input, e.g. ``participants[1].email``."""
+
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.reason}"
+
+
+class InvalidInput(CalsyncError):
+    """Input was rejected; ``errors`` names each offending field and why."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(str(e) for e in errors))
+
+
+class NotFound(CalsyncError):
+    """The session, person or integration asked for does not exist."""
+
+
+class ChannelError(CalsyncError):
+    """A channel (email, Google, Outlook) could not carry out an action."""
+
+
+class TransientError(ChannelError):
+    """Worth retrying later: rate limits, 5xx, timeouts, SMTP refusals.
+
+    Parameters:
+      retry_after(float | None): seconds the far side asked us to wait, if it said.
+    """
+
+    def __init__(self, reason: str, *, retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(reason)
+
+
+class PermanentError(ChannelError):
+    """Retrying cannot help (400, a calendar that is gone); the placement fails with the reason."""
+
+
+class AuthError(PermanentError):
+    """The person's credentials are dead (revoked, expired, undecryptable).
+
+    The integration is marked ``needs_reconnect`` and the person falls back to
+    emailed invites, so they keep getting every session.
+    """

@@ -1,0 +1,26 @@
+"""Retry timing shared by every channel.  (pure)
+
+Exponential backoff with full jitter, capped, and never shorter than what the
+far side asked for in Retry-After: retrying sooner only earns another 429.
+"""
+
+from __future__ import annotations
+
+import random
+
+
+def backoff_ms(attempt: int, *, min_ms: int, max_ms: int, retry_after_s: float | None = None,
+               rng: random.Random | None = None) -> int:
+    """Delay before attempt number ``attempt + 1`` (``attempt`` counts failures so far, from 1).
+
+    Parameters:
+      attempt: failures so far, at least 1.
+      min_ms / max_ms: the first delay's floor and the cap, in milliseconds.
+      retry_after_s: the server's Retry-After in seconds, honoured as a floor.
+    """
+    rng = rng or random.Random()
+    ceiling = min(max_ms, min_ms * 2 ** max(0, attempt - 1))
+    delay = rng.uniform(min_ms, max(min_ms, ceiling))
+    if retry_after_s is not None:
+        delay = max(delay, retry_after_s * 1000)
+    return int(min(delay, max(max_ms, (retry_after_s or 0) * 1000)))

@@ -1,0 +1,130 @@
+"""reconcile(session): bring every participant's copy in line with the session.
+
+Read → plan → lease → re-plan → act. The second plan runs on rows read after
+the leases were taken, so if another worker finished a placement in between,
+this one sees it done and does nothing: two workers never both send.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sync.apply import apply
+from sync.plan import Action, Desired, Kind, plan
+from sync.render import Recipient, render
+from sync.runtime import Runtime
+from sync.session import Participant, Session
+from sync.store import integrations, placements, sessions
+
+#: How many times one reconcile re-plans after a person's channel died mid-run.
+MAX_REROUTES = 3
+
+
+@dataclass
+class Report:
+    """What one reconcile did. ``retry_in_ms`` asks the worker to come back later."""
+
+    session_id: str
+    found: bool = True
+    counts: Counter[str] = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+    retry_in_ms: int | None = None
+    busy: bool = False
+
+    def want_retry(self, delay_ms: int) -> None:
+        self.retry_in_ms = delay_ms if self.retry_in_ms is None else min(self.retry_in_ms, delay_ms)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    session: Session
+    revision: int
+    actions: list[Action]
+    integration_ids: dict[str, int]
+
+
+def snapshot(rt: Runtime, session_id: str, *, retry_failed: bool = False) -> Snapshot | None:
+    """The session as stored and the plan for it, read in one transaction."""
+    with rt.store.tx() as db:
+        session = sessions.load(db, session_id)
+        row = sessions.row(db, session_id)
+        if session is None or row is None:
+            return None
+        recs = [placements.recorded(p) for p in placements.for_session(db, session_id)]
+        active = integrations.active_for(db, [p.user_id for p in session.participants] + [r.user_id for r in recs])
+        revision = row.revision
+    routes = {uid: (i.provider, i.id) for uid, i in active.items() if rt.channel(i.provider) is not None}
+    cancelled = session.status == "cancelled"
+    desired = [] if cancelled else [
+        Desired(p.user_id, routes.get(p.user_id, ("email", 0))[0], render(session, p))
+        for p in session.participants
+    ]
+
+    def render_for(r: Recipient) -> object:
+        return render(session, Participant(user_id=r.user_id, email=r.email, name=r.name, timezone=r.timezone))
+
+    # A live copy behind a channel whose credentials died cannot be withdrawn;
+    # it stays until the person reconnects, and the planner must not try.
+    reachable = [r for r in recs if r.channel == "email" or routes.get(r.user_id, ("", 0))[0] == r.channel
+                 or not r.live]
+    actions = plan(desired, reachable, render_for, cancelled=cancelled, retry_failed=retry_failed)  # type: ignore[arg-type]
+    return Snapshot(session, revision, actions, {uid: iid for uid, (_, iid) in routes.items()})
+
+
+def reconcile(rt: Runtime, session_id: str, *, retry_failed: bool = False) -> Report:
+    report = Report(session_id)
+    for _ in range(MAX_REROUTES):
+        snap = snapshot(rt, session_id, retry_failed=retry_failed)
+        if snap is None:
+            report.found = False
+            return report
+        if not _run(rt, snap, report, retry_failed):
+            break
+    if report.retry_in_ms is None and not report.busy:
+        with rt.store.tx() as db:
+            sessions.mark_synced(db, session_id, snap.revision)
+    return report
+
+
+def _run(rt: Runtime, snap: Snapshot, report: Report, retry_failed: bool) -> bool:
+    """Lease, re-plan and act; True when a channel died and the session must be re-planned."""
+    todo = [a for a in snap.actions if a.kind is not Kind.NOTHING]
+    report.counts.update(Kind.NOTHING.value for a in snap.actions if a.kind is Kind.NOTHING)
+    if not todo:
+        return False
+    lease = timedelta(seconds=rt.settings.lease_seconds)
+    held: set[int] = set()
+    try:
+        with rt.store.tx() as db:
+            ids = [placements.ensure(db, snap.session.id, a).id for a in todo]
+        for pid in ids:
+            with rt.store.tx() as db:
+                if placements.claim(db, pid, rt.owner, lease):
+                    held.add(pid)
+                else:
+                    report.busy = True
+        fresh = snapshot(rt, snap.session.id, retry_failed=retry_failed)
+        if fresh is None:
+            return False
+        reroute = False
+        for action in fresh.actions:
+            if action.kind is Kind.NOTHING or action.placement_id not in held:
+                continue
+            outcome = apply(rt, snap.session.id, fresh.revision, action, fresh.integration_ids.get(action.user_id))
+            if outcome.ok:
+                report.counts[action.kind.value] += 1
+            else:
+                report.errors.append(f"{action.user_id}/{action.channel}: {outcome.error}")
+                report.counts["failed"] += 1
+                if outcome.retry_in_ms is not None:
+                    report.want_retry(outcome.retry_in_ms)
+                reroute = reroute or outcome.reroute
+        if report.busy:
+            report.want_retry(rt.settings.retry_min_backoff_ms)
+        return reroute
+    finally:
+        for pid in held:
+            with rt.store.tx() as db:
+                placements.release(db, pid, rt.owner)

@@ -1,0 +1,69 @@
+"""What one process needs to reconcile: settings, the store and the channels, built once."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+
+from sync.channels import Channel
+from sync.config import Settings, get_settings
+from sync.store.db import Store
+
+
+def default_channels(settings: Settings, store: Store) -> dict[str, Channel]:
+    """Every channel this process can use; email is always there."""
+    from sync.email_fallback import EmailChannel
+    from sync.mail_transport import transport_from_url
+
+    transport = transport_from_url(settings.require("smtp_url"), timeout=settings.io_timeout_seconds)
+    return {"email": EmailChannel(store, transport, settings.require("mail_from"))}
+
+
+class Runtime:
+    """Shared by every worker thread of a process.
+
+    Channels are built on first use, so intake and read-only commands work
+    without SMTP or provider settings.
+    """
+
+    def __init__(self, settings: Settings, store: Store | None = None,
+                 channels: Callable[[Settings, Store], dict[str, Channel]] = default_channels) -> None:
+        self.settings = settings
+        self.store = store or Store(settings.database_url)
+        self._make_channels = channels
+        self._channels: dict[str, Channel] | None = None
+        self._lock = threading.Lock()
+        #: Identifies this process in placement leases, for diagnosing a stuck lease.
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    @property
+    def channels(self) -> dict[str, Channel]:
+        with self._lock:
+            if self._channels is None:
+                self._channels = self._make_channels(self.settings, self.store)
+            return self._channels
+
+    def channel(self, name: str) -> Channel | None:
+        return self.channels.get(name)
+
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+
+
+def get_runtime() -> Runtime:
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            _runtime = Runtime(get_settings())
+        return _runtime
+
+
+def set_runtime(runtime: Runtime | None) -> None:
+    """Tests and the demo install their own runtime; None makes the next call rebuild."""
+    global _runtime
+    with _lock:
+        _runtime = runtime

@@ -1,0 +1,1 @@
+"""Persistence: tables, the engine, migrations and the queries the engine needs."""

@@ -1,0 +1,98 @@
+"""Placement rows: reading them for the planner, leasing them, recording outcomes."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session as Db
+
+from sync.plan import Action, Kind, Recorded
+from sync.render import Recipient, RenderedEvent
+from sync.store.db import utcnow
+from sync.store.models import Placement, SyncLog
+
+
+def recorded(row: Placement) -> Recorded:
+    return Recorded(
+        placement_id=row.id, user_id=row.user_id, channel=row.channel,
+        recipient=Recipient(row.user_id, row.recipient_email, row.recipient_name,
+                            row.recipient_timezone or "UTC"),
+        live=row.live, state=row.state, sequence=row.sequence, content_hash=row.content_hash,
+        material_hash=row.material_hash, external_id=row.external_id, last_error=row.last_error,
+    )
+
+
+def for_session(db: Db, session_id: str) -> list[Placement]:
+    return list(db.scalars(select(Placement).where(Placement.session_id == session_id).order_by(Placement.id)))
+
+
+def ensure(db: Db, session_id: str, action: Action) -> Placement:
+    """The row for (session, person, channel), created pending if new."""
+    row = db.scalars(
+        select(Placement).where(Placement.session_id == session_id, Placement.user_id == action.user_id,
+                                Placement.channel == action.channel)
+    ).one_or_none()
+    if row is None:
+        r = action.event.recipient
+        row = Placement(session_id=session_id, user_id=action.user_id, channel=action.channel,
+                        recipient_email=r.email, recipient_name=r.name, recipient_timezone=r.timezone,
+                        uid=action.event.uid, sequence=0, live=False, state="pending", attempts=0)
+        db.add(row)
+        db.flush()
+    return row
+
+
+def claim(db: Db, placement_id: int, owner: str, lease: timedelta) -> bool:
+    """Compare-and-set the lease: True only for the one worker that got it."""
+    now = utcnow()
+    result = db.execute(
+        update(Placement)
+        .where(Placement.id == placement_id,
+               or_(Placement.lease_owner.is_(None), Placement.lease_owner == owner, Placement.lease_until < now))
+        .values(lease_owner=owner, lease_until=now + lease)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def release(db: Db, placement_id: int, owner: str) -> None:
+    db.execute(
+        update(Placement).where(Placement.id == placement_id, Placement.lease_owner == owner)
+        .values(lease_owner=None, lease_until=None).execution_options(synchronize_session=False)
+    )
+
+
+def record_success(db: Db, row: Placement, action: Action, revision: int, external_id: str | None) -> None:
+    ev: RenderedEvent = action.event
+    row.sequence = action.sequence
+    row.external_id = external_id if external_id is not None else row.external_id
+    row.revision = revision
+    row.attempts = 0
+    row.last_error = None
+    row.next_attempt_at = None
+    if action.kind is Kind.WITHDRAW:
+        row.live, row.state = False, "withdrawn"
+    else:
+        row.live, row.state = True, "placed"
+        row.content_hash, row.material_hash = ev.content_hash, ev.material_hash
+        r = ev.recipient
+        row.recipient_email, row.recipient_name, row.recipient_timezone = r.email, r.name, r.timezone
+
+
+def record_failure(db: Db, row: Placement, error: str, *, final: bool, retry_at: datetime | None) -> None:
+    row.attempts += 1
+    row.last_error = error
+    row.state = "failed" if final else "retrying"
+    row.next_attempt_at = None if final else retry_at
+
+
+def log(db: Db, session_id: str, action: Action | None, result: str, **detail: object) -> None:
+    db.add(SyncLog(
+        session_id=session_id,
+        user_id=action.user_id if action else None,
+        channel=action.channel if action else None,
+        action=action.kind.value if action else "reconcile",
+        result=result,
+        detail={k: v for k, v in detail.items() if v is not None} or None,
+    ))

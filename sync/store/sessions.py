@@ -1,0 +1,127 @@
+"""Reading and writing sessions and their participants."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session as Db
+
+from sync.session import Participant, Session
+from sync.store.models import ParticipantRow, Person, SessionRow
+
+Outcome = Literal["created", "updated", "unchanged", "stale", "conflict"]
+
+
+@dataclass(frozen=True)
+class SaveResult:
+    outcome: Outcome
+    stored_version: int
+    revision: int
+
+
+#: Session fields stored as columns of the same name.
+COLUMNS = ("version", "title", "program", "start", "end", "timezone", "status", "meeting_url",
+           "location", "agenda_html", "view_url")
+
+
+def _fields(session: Session) -> dict[str, object]:
+    return {name: getattr(session, name) for name in COLUMNS}
+
+
+def to_model(row: SessionRow, participants: list[ParticipantRow]) -> Session:
+    return Session.model_validate({
+        "id": row.id, **{name: getattr(row, name) for name in COLUMNS},
+        "participants": [
+            {"user_id": p.user_id, "email": p.email, "name": p.name, "role": p.role, "timezone": p.timezone}
+            for p in sorted(participants, key=lambda p: p.position)
+        ],
+    })
+
+
+def load(db: Db, session_id: str, *, for_update: bool = False) -> Session | None:
+    stmt = select(SessionRow).where(SessionRow.id == session_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    row = db.scalars(stmt).one_or_none()
+    if row is None:
+        return None
+    parts = list(db.scalars(select(ParticipantRow).where(ParticipantRow.session_id == session_id)))
+    return to_model(row, parts)
+
+
+def row(db: Db, session_id: str) -> SessionRow | None:
+    return db.get(SessionRow, session_id)
+
+
+def _upsert_people(db: Db, participants: tuple[Participant, ...]) -> None:
+    for p in participants:
+        person = db.get(Person, p.user_id)
+        if person is None:
+            db.add(Person(user_id=p.user_id, email=p.email, name=p.name, timezone=p.timezone))
+        else:
+            person.email, person.name, person.timezone = p.email, p.name, p.timezone
+
+
+def save(db: Db, session: Session) -> SaveResult:
+    """Store a validated session unless the stored one is as new or newer.
+
+    The row is locked first (PostgreSQL) so two intakes of the same session
+    cannot interleave; on SQLite the write lock serialises them anyway.
+    """
+    existing = db.scalars(select(SessionRow).where(SessionRow.id == session.id).with_for_update()).one_or_none()
+    if existing is not None:
+        if session.version < existing.version:
+            return SaveResult("stale", existing.version, existing.revision)
+        if session.version == existing.version:
+            current = load(db, session.id)
+            same = current is not None and current.model_dump() == session.model_dump()
+            return SaveResult("unchanged" if same else "conflict", existing.version, existing.revision)
+    _upsert_people(db, session.participants)
+    if existing is None:
+        existing = SessionRow(id=session.id, revision=1, synced_revision=0, **_fields(session))
+        db.add(existing)
+        outcome: Outcome = "created"
+    else:
+        for key, value in _fields(session).items():
+            setattr(existing, key, value)
+        existing.revision += 1
+        outcome = "updated"
+        db.execute(delete(ParticipantRow).where(ParticipantRow.session_id == session.id))
+    db.flush()
+    db.add_all(
+        ParticipantRow(session_id=session.id, user_id=p.user_id, position=i, email=p.email,
+                       name=p.name, role=p.role, timezone=p.timezone)
+        for i, p in enumerate(session.participants)
+    )
+    db.flush()
+    return SaveResult(outcome, session.version, existing.revision)
+
+
+def cancel(db: Db, session_id: str) -> SaveResult | None:
+    existing = db.scalars(select(SessionRow).where(SessionRow.id == session_id).with_for_update()).one_or_none()
+    if existing is None:
+        return None
+    if existing.status == "cancelled":
+        return SaveResult("unchanged", existing.version, existing.revision)
+    existing.status = "cancelled"
+    existing.revision += 1
+    db.flush()
+    return SaveResult("updated", existing.version, existing.revision)
+
+
+def mark_synced(db: Db, session_id: str, revision: int) -> None:
+    """Record that every placement settled at ``revision`` (never moves backwards)."""
+    db.execute(
+        update(SessionRow)
+        .where(SessionRow.id == session_id, SessionRow.synced_revision < revision)
+        .values(synced_revision=revision)
+    )
+
+
+def lagging(db: Db, limit: int = 10_000) -> list[str]:
+    """Sessions whose placements have not settled at their current revision."""
+    stmt = (select(SessionRow.id).where(SessionRow.synced_revision < SessionRow.revision)
+            .order_by(SessionRow.updated_at).limit(limit))
+    return list(db.scalars(stmt))

@@ -1,0 +1,21 @@
+"""Re-enqueue sessions whose placements lag their revision.
+
+A message can be lost (Redis restarted without persistence, a worker killed
+before its ack reached Redis). The store still knows which sessions have not
+settled, so the sweeper repairs what the queue forgot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sync.runtime import Runtime
+from sync.store import sessions
+
+
+def sweep(rt: Runtime, enqueue: Callable[[str], None]) -> list[str]:
+    with rt.store.tx() as db:
+        ids = sessions.lagging(db)
+    for session_id in ids:
+        enqueue(session_id)
+    return ids

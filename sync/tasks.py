@@ -1,0 +1,53 @@
+"""Dramatiq actors. Messages carry ids only; the worker reads the current session."""
+
+from __future__ import annotations
+
+import logging
+
+import dramatiq
+
+from sync.broker import QUEUE, broker  # noqa: F401  (installs the broker before the actors)
+from sync.config import get_settings
+from sync.reconcile import reconcile
+from sync.runtime import get_runtime
+from sync.sweep import sweep as sweep_lagging
+
+log = logging.getLogger(__name__)
+
+#: Retries for crashes that are not a channel's doing (database down, a bug).
+MAX_CRASH_RETRIES = 10
+
+
+def _retry_when(retries: int, exc: BaseException) -> bool:
+    # A Retry we raised is bounded by the placement's own attempt counter, so it
+    # must not also burn the crash budget (or rate-limit waits would dead-letter).
+    return isinstance(exc, dramatiq.Retry) or retries < MAX_CRASH_RETRIES
+
+
+_settings = get_settings()
+
+
+@dramatiq.actor(
+    queue_name=QUEUE,
+    retry_when=_retry_when,
+    min_backoff=_settings.retry_min_backoff_ms,
+    max_backoff=_settings.retry_max_backoff_ms,
+    time_limit=max(60, _settings.lease_seconds - 60) * 1000,
+)
+def sync_session(session_id: str, retry_failed: bool = False) -> None:
+    report = reconcile(get_runtime(), session_id, retry_failed=retry_failed)
+    if not report.found:
+        log.info("session %s no longer exists; nothing to do", session_id)
+        return
+    log.info("reconciled %s: %s", session_id, dict(report.counts))
+    if report.retry_in_ms is not None:
+        raise dramatiq.Retry(delay=report.retry_in_ms)
+
+
+@dramatiq.actor(queue_name=QUEUE, max_retries=0)
+def sweep() -> None:
+    sweep_lagging(get_runtime(), enqueue)
+
+
+def enqueue(session_id: str, *, retry_failed: bool = False) -> None:
+    sync_session.send(session_id, retry_failed=retry_failed)
