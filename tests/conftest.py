@@ -1,0 +1,87 @@
+"""Shared fixtures: a migrated store on SQLite and PostgreSQL, runtimes, recording channels.
+
+The broker is forced to ``memory://`` before anything imports ``sync.broker``,
+because Dramatiq binds actors to the broker at import time. End-to-end tests
+that need real Redis run the worker in a subprocess with their own environment.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ["CALSYNC_BROKER_URL"] = "memory://"
+os.environ.setdefault("CALSYNC_MAIL_FROM", "sessions@calsync.example")
+os.environ["CALSYNC_SWEEP_INTERVAL_SECONDS"] = "0"
+
+from sqlalchemy import create_engine, text  # noqa: E402
+
+from sync.config import get_settings  # noqa: E402
+from sync.runtime import Runtime  # noqa: E402
+from sync.store.db import Store  # noqa: E402
+from sync.store.migrate import upgrade  # noqa: E402
+
+from factories import RecordingChannel, make_settings  # noqa: E402
+
+get_settings.cache_clear()
+
+POSTGRES_URL = os.environ.get("CALSYNC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("CALSYNC_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require_service(name: str, check: Callable[[], object]) -> None:
+    """Skip locally when a server is absent, but never on CI: there it is a failure."""
+    try:
+        check()
+    except Exception as exc:  # any connection problem
+        if IN_CI:
+            pytest.fail(f"{name} is required on CI and is not reachable: {exc}")
+        pytest.skip(f"{name} not reachable: {exc}")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A freshly migrated database: a SQLite file, or a private schema on PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'calsync.db'}"
+        upgrade(url)
+        yield url
+        return
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    require_service("PostgreSQL", lambda: admin.connect().close())
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        from sync.store.db import engine_for
+
+        engine_for(url).dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'calsync.db'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture
+def channel() -> RecordingChannel:
+    return RecordingChannel()
+
+
+@pytest.fixture
+def runtime(db_url: str, channel: RecordingChannel) -> Runtime:
+    return Runtime(make_settings(db_url), Store(db_url), channels=lambda s, st: {"email": channel})

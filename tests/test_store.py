@@ -1,0 +1,91 @@
+"""The store on SQLite and PostgreSQL: times, secrets, intake rules."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+from sqlalchemy import text
+
+from factories import session_data
+from sync import api
+from sync.crypto import CredentialBox, new_key
+from sync.errors import AuthError, ConfigError
+from sync.runtime import Runtime
+from sync.store.models import Integration, Person
+
+
+def dump(rt: Runtime) -> str:
+    """Every value in every table, as text: for asserting what never reaches the store."""
+    out = []
+    with rt.store.engine.connect() as conn:
+        for table in ("sessions", "participants", "people", "placements", "outbox", "sync_log", "integrations"):
+            out += [repr(tuple(r)) for r in conn.execute(text(f"SELECT * FROM {table}"))]
+    return "\n".join(out)
+
+
+def test_times_come_back_utc_aware(runtime: Runtime):
+    api.upsert_session(session_data(), rt=runtime, enqueue=False)
+    s = api.get_session("sess-42", rt=runtime).session
+    assert s.start == datetime(2026, 12, 1, 20, 0, tzinfo=timezone.utc)
+    assert s.start.tzinfo is not None and s.start.utcoffset().total_seconds() == 0
+
+
+def test_unknown_fields_are_dropped_never_stored(runtime: Runtime):
+    data = session_data(private_notes="mentee struggles with anxiety")
+    data["participants"][0]["private_notes"] = "salary 90k"
+    api.upsert_session(data, rt=runtime, enqueue=False)
+    stored = dump(runtime)
+    assert "anxiety" not in stored and "90k" not in stored
+    assert "Setting goals" in stored
+
+
+def test_agenda_is_sanitised_before_it_is_stored(runtime: Runtime):
+    html = '<p onclick="x()">Hi</p><script>steal()</script><a href="javascript:alert(1)">x</a>'
+    api.upsert_session(session_data(agenda_html=html), rt=runtime, enqueue=False)
+    stored = dump(runtime)
+    assert "steal" not in stored and "onclick" not in stored and "javascript:" not in stored
+
+
+def test_batch_with_a_bad_element_stores_only_the_good_ones(runtime: Runtime):
+    good = session_data(id="good")
+    bad = session_data(id="bad", start="2026-12-01T15:00:00")
+    results = api.upsert_sessions([good, bad], rt=runtime, enqueue=False)
+    assert [r.outcome for r in results] == ["created", "invalid"]
+    assert [(e.field, e.reason) for e in results[1].errors] == [
+        ("[1].start", "needs a UTC offset, e.g. 2026-12-01T15:00:00-05:00")]
+    assert "'bad'" not in dump(runtime)
+
+
+def test_same_version_with_other_content_is_a_conflict(runtime: Runtime):
+    api.upsert_session(session_data(), rt=runtime, enqueue=False)
+    same = api.upsert_session(session_data(), rt=runtime, enqueue=False)
+    other = api.upsert_session(session_data(title="Changed"), rt=runtime, enqueue=False)
+    assert same.outcome == "unchanged"
+    assert other.outcome == "conflict" and other.errors[0].field == "version"
+
+
+def test_credentials_are_ciphertext_at_rest_and_rotate(runtime: Runtime):
+    old, new = new_key(), new_key()
+    box = CredentialBox([old])
+    with runtime.store.tx() as db:
+        db.add(Person(user_id="u-1", email="mentor@example.com"))
+        db.flush()
+        db.add(Integration(user_id="u-1", provider="google", credentials=box.seal({"refresh_token": "1//0gSECRET"})))
+    assert "SECRET" not in dump(runtime)
+    # When a new key is prepended and the row rewritten, the old key alone no longer opens it
+    rotated = CredentialBox([new, old])
+    with runtime.store.tx() as db:
+        row = db.query(Integration).one()
+        row.credentials = rotated.rotate(row.credentials)
+        blob = row.credentials
+    assert CredentialBox([new]).open(blob) == {"refresh_token": "1//0gSECRET"}
+    with pytest.raises(AuthError):
+        CredentialBox([old]).open(blob)
+
+
+def test_secret_keys_must_be_fernet_keys():
+    with pytest.raises(ConfigError, match="CALSYNC_SECRET_KEYS"):
+        CredentialBox(["not-a-key"])
+    with pytest.raises(ConfigError, match="CALSYNC_SECRET_KEYS"):
+        CredentialBox([])
