@@ -16,6 +16,7 @@ from sync import limits
 from sync.channels import Target
 from sync.errors import AuthError, PermanentError, TransientError
 from sync.plan import Action, Kind
+from sync.quota import Throttled
 from sync.runtime import Runtime
 from sync.store import integrations, placements
 from sync.store.db import utcnow
@@ -47,6 +48,9 @@ def apply(rt: Runtime, session_id: str, revision: int, action: Action, integrati
         receipt = op(target, action.event)
     except AuthError as exc:
         return _auth_failed(rt, session_id, action, integration_id, str(exc))
+    except Throttled as exc:
+        # Our own quota said wait: no attempt is spent, the placement just comes back later.
+        return Outcome(ok=False, retry_in_ms=int((exc.retry_after or 1) * 1000), error=str(exc))
     except TransientError as exc:
         return _failed(rt, session_id, action, str(exc), transient=True, retry_after=exc.retry_after)
     except PermanentError as exc:

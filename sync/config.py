@@ -26,6 +26,15 @@ class Settings(BaseSettings):
     google_client_secret: SecretStr | None = None
     google_api_url: str = "https://www.googleapis.com/"
     google_token_url: str = "https://oauth2.googleapis.com/token"
+    google_auth_url: str = "https://accounts.google.com/o/oauth2/v2/auth"
+    google_revoke_url: str = "https://oauth2.googleapis.com/revoke"
+    google_redirect_uri: str = "http://127.0.0.1:8765/oauth/google/callback"
+    #: Calendar API requests per account per quota window (Google's default: 600/min).
+    google_quota_per_user: int = 600
+    #: Calendar API requests per project per quota window (Google's default: 10,000/min).
+    google_quota_per_project: int = 10_000
+    #: Length of the quota window, in seconds (Google counts per minute).
+    quota_window_seconds: float = 60.0
 
     ms_client_id: str | None = None
     ms_client_secret: SecretStr | None = None

@@ -42,7 +42,15 @@ class NotFound(CalsyncError):
 
 
 class ChannelError(CalsyncError):
-    """A channel (email, Google, Outlook) could not carry out an action."""
+    """A channel (email, Google, Outlook) could not carry out an action.
+
+    Parameters:
+      status(int | None): the provider's HTTP status, when there was one.
+    """
+
+    def __init__(self, reason: str, *, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(reason)
 
 
 class TransientError(ChannelError):
@@ -52,9 +60,9 @@ class TransientError(ChannelError):
       retry_after(float | None): seconds the far side asked us to wait, if it said.
     """
 
-    def __init__(self, reason: str, *, retry_after: float | None = None) -> None:
+    def __init__(self, reason: str, *, retry_after: float | None = None, status: int | None = None) -> None:
         self.retry_after = retry_after
-        super().__init__(reason)
+        super().__init__(reason, status=status)
 
 
 class PermanentError(ChannelError):

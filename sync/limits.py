@@ -24,3 +24,21 @@ def backoff_ms(attempt: int, *, min_ms: int, max_ms: int, retry_after_s: float |
     if retry_after_s is not None:
         delay = max(delay, retry_after_s * 1000)
     return int(min(delay, max(max_ms, (retry_after_s or 0) * 1000)))
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header, which may be delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from datetime import datetime, timezone
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())

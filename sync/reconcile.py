@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from sync.apply import apply
 from sync.plan import Action, Desired, Kind, plan
-from sync.render import Recipient, render
+from sync.render import Recipient, RenderedEvent, render
 from sync.runtime import Runtime
 from sync.session import Participant, Session
 from sync.store import integrations, placements, sessions
@@ -42,7 +42,8 @@ class Snapshot:
     session: Session
     revision: int
     actions: list[Action]
-    integration_ids: dict[str, int]
+    #: (user_id, channel) → integration id for every usable integration.
+    integration_ids: dict[tuple[str, str], int]
 
 
 def snapshot(rt: Runtime, session_id: str, *, retry_failed: bool = False) -> Snapshot | None:
@@ -53,24 +54,24 @@ def snapshot(rt: Runtime, session_id: str, *, retry_failed: bool = False) -> Sna
         if session is None or row is None:
             return None
         recs = [placements.recorded(p) for p in placements.for_session(db, session_id)]
-        active = integrations.active_for(db, [p.user_id for p in session.participants] + [r.user_id for r in recs])
+        usable = integrations.usable_for(db, [p.user_id for p in session.participants] + [r.user_id for r in recs])
         revision = row.revision
-    routes = {uid: (i.provider, i.id) for uid, i in active.items() if rt.channel(i.provider) is not None}
+    # (person, channel) → integration whose credentials work; an active one is also the person's route.
+    creds = {(i.user_id, i.provider): i.id for i in usable if rt.channel(i.provider) is not None}
+    routes = {i.user_id: i.provider for i in usable if i.status == "active" and (i.user_id, i.provider) in creds}
     cancelled = session.status == "cancelled"
     desired = [] if cancelled else [
-        Desired(p.user_id, routes.get(p.user_id, ("email", 0))[0], render(session, p))
-        for p in session.participants
+        Desired(p.user_id, routes.get(p.user_id, "email"), render(session, p)) for p in session.participants
     ]
 
-    def render_for(r: Recipient) -> object:
+    def render_for(r: Recipient) -> RenderedEvent:
         return render(session, Participant(user_id=r.user_id, email=r.email, name=r.name, timezone=r.timezone))
 
-    # A live copy behind a channel whose credentials died cannot be withdrawn;
-    # it stays until the person reconnects, and the planner must not try.
-    reachable = [r for r in recs if r.channel == "email" or routes.get(r.user_id, ("", 0))[0] == r.channel
-                 or not r.live]
-    actions = plan(desired, reachable, render_for, cancelled=cancelled, retry_failed=retry_failed)  # type: ignore[arg-type]
-    return Snapshot(session, revision, actions, {uid: iid for uid, (_, iid) in routes.items()})
+    # A live copy behind credentials that died cannot be withdrawn; it stays
+    # until the person reconnects, and the planner must not try.
+    reachable = [r for r in recs if r.channel == "email" or not r.live or (r.user_id, r.channel) in creds]
+    actions = plan(desired, reachable, render_for, cancelled=cancelled, retry_failed=retry_failed)
+    return Snapshot(session, revision, actions, creds)
 
 
 def reconcile(rt: Runtime, session_id: str, *, retry_failed: bool = False) -> Report:
@@ -112,7 +113,7 @@ def _run(rt: Runtime, snap: Snapshot, report: Report, retry_failed: bool) -> boo
         for action in fresh.actions:
             if action.kind is Kind.NOTHING or action.placement_id not in held:
                 continue
-            outcome = apply(rt, snap.session.id, fresh.revision, action, fresh.integration_ids.get(action.user_id))
+            outcome = apply(rt, snap.session.id, fresh.revision, action, fresh.integration_ids.get((action.user_id, action.channel)))
             if outcome.ok:
                 report.counts[action.kind.value] += 1
             else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 from sync.sanitize import html_to_text
@@ -55,6 +55,9 @@ class RenderedEvent:
     view_url: str | None
     cancelled: bool
     recipient: Recipient
+    #: The platform's version, for tagging provider events; not part of what a person
+    #: sees, so a version bump alone changes no hash and costs no send.
+    version: int = field(default=0, compare=False)
 
     @property
     def where(self) -> str:
@@ -67,7 +70,9 @@ class RenderedEvent:
 
     @property
     def content_hash(self) -> str:
-        return self._digest(asdict(self))
+        fields = asdict(self)
+        del fields["version"]
+        return self._digest(fields)
 
     @property
     def material_hash(self) -> str:
@@ -98,4 +103,5 @@ def render(session: Session, participant: Participant) -> RenderedEvent:
             name=participant.name,
             timezone=session.participant_timezone(participant),
         ),
+        version=session.version,
     )

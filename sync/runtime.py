@@ -10,16 +10,33 @@ from collections.abc import Callable
 
 from sync.channels import Channel
 from sync.config import Settings, get_settings
+from sync.quota import MemoryQuota, QuotaBackend, RedisQuota
 from sync.store.db import Store
 
 
+def quota_backend(settings: Settings) -> QuotaBackend:
+    """Redis when the broker is Redis, so every worker process shares one count."""
+    if settings.broker_url.startswith(("redis://", "rediss://", "unix://")):
+        import redis
+
+        return RedisQuota(redis.Redis.from_url(settings.broker_url))
+    return MemoryQuota()
+
+
 def default_channels(settings: Settings, store: Store) -> dict[str, Channel]:
-    """Every channel this process can use; email is always there."""
+    """Every channel this process can use: email always, a provider once its OAuth client is set."""
     from sync.email_fallback import EmailChannel
     from sync.mail_transport import transport_from_url
 
     transport = transport_from_url(settings.require("smtp_url"), timeout=settings.io_timeout_seconds)
-    return {"email": EmailChannel(store, transport, settings.require("mail_from"))}
+    channels: dict[str, Channel] = {"email": EmailChannel(store, transport, settings.require("mail_from"))}
+    if settings.google_client_id:
+        from sync.crypto import CredentialBox
+        from sync.providers.google import GoogleChannel
+
+        box = CredentialBox([k.get_secret_value() for k in settings.secret_keys])
+        channels["google"] = GoogleChannel(settings, store, box, quota_backend(settings))
+    return channels
 
 
 class Runtime:

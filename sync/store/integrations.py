@@ -10,16 +10,20 @@ from sqlalchemy.orm import Session as Db
 from sync.store.models import Integration
 
 
-def active_for(db: Db, user_ids: Iterable[str]) -> dict[str, Integration]:
-    """Each person's active integration, if they have one (at most one is active)."""
-    ids = list(user_ids)
+#: Statuses whose credentials still work: ``disconnecting`` routes the person to
+#: email but can still delete the events it placed.
+USABLE = ("active", "disconnecting")
+
+
+def usable_for(db: Db, user_ids: Iterable[str]) -> list[Integration]:
+    """Integrations of these people whose credentials may be used."""
+    ids = list(set(user_ids))
     if not ids:
-        return {}
-    rows = db.scalars(
-        select(Integration).where(Integration.user_id.in_(ids), Integration.status == "active")
+        return []
+    return list(db.scalars(
+        select(Integration).where(Integration.user_id.in_(ids), Integration.status.in_(USABLE))
         .order_by(Integration.updated_at)
-    )
-    return {row.user_id: row for row in rows}
+    ))
 
 
 def mark_needs_reconnect(db: Db, integration_id: int, reason: str) -> None:

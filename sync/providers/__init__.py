@@ -1,0 +1,1 @@
+"""Calendar channels: one module per provider, serializers beside them."""
