@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     google_token_url: str = "https://oauth2.googleapis.com/token"
     google_auth_url: str = "https://accounts.google.com/o/oauth2/v2/auth"
     google_revoke_url: str = "https://oauth2.googleapis.com/revoke"
+    google_userinfo_url: str = "https://openidconnect.googleapis.com/v1/userinfo"
     google_redirect_uri: str = "http://127.0.0.1:8765/oauth/google/callback"
     #: Calendar API requests per account per quota window (Google's default: 600/min).
     google_quota_per_user: int = 600

@@ -44,6 +44,8 @@ SCOPES = ("https://www.googleapis.com/auth/calendar.events.owned", "openid", "em
 SERVICE_PATH = "calendar/v3/"
 #: Reasons Google gives for rate limiting; with 429 they mean "slow down", nothing worse.
 RATE_REASONS = {"rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded"}
+#: 403 reasons that mean the grant itself is not good enough: only a reconnect helps.
+GRANT_REASONS = {"insufficientPermissions", "accessNotConfigured", "authError", "dailyLimitExceededUnreg"}
 #: Fresh ids tried when Google will not revive a deleted event's id.
 MAX_GENERATIONS = 8
 
@@ -88,7 +90,7 @@ def classify(exc: Exception, *, what: str) -> Exception:
         label = f"Google {status}{' ' + reason if reason else ''} while {what}"
         if status == 429 or (status == 403 and reason in RATE_REASONS) or status >= 500:
             return TransientError(label, retry_after=retry_after, status=status)
-        if status in (401, 403):
+        if status == 401 or (status == 403 and reason in GRANT_REASONS):
             return AuthError(label, status=status)
         return PermanentError(label, status=status)
     if isinstance(exc, (TimeoutError, socket.timeout, ConnectionError, TransportError, httplib2.HttpLib2Error, OSError)):
@@ -144,6 +146,13 @@ class GoogleChannel:
             http = self._local.http = httplib2.Http(timeout=self.settings.io_timeout_seconds)
         return AuthorizedHttp(acc.credentials, http=http)
 
+    def _write(self, acc: _Account, request: Any, what: str) -> dict[str, Any]:
+        """An insert or update, whose answer must be the event: anything else is a broken answer."""
+        result = self._execute(acc, request, what)
+        if not isinstance(result, dict) or "id" not in result:
+            raise TransientError(f"Google answered something that is not an event while {what}")
+        return result
+
     def _execute(self, acc: _Account, request: Any, what: str) -> Any:
         s = self.settings
         quota.acquire(self.quota, [
@@ -167,12 +176,13 @@ class GoogleChannel:
         events = self.service.events()
         if target.external_id:
             try:
-                self._execute(acc, events.update(calendarId=acc.calendar_id, eventId=target.external_id,
-                                                 body=to_google(event, target.external_id), sendUpdates="none"),
-                              "updating the event")
+                self._write(acc, events.update(calendarId=acc.calendar_id, eventId=target.external_id,
+                                               body=to_google(event, target.external_id), sendUpdates="none"),
+                            "updating the event")
                 return Receipt(target.external_id, "updated")
             except PermanentError as exc:
-                if not _gone(exc):
+                # The person deleted it (404/410), or Google will not revive their deletion (403).
+                if isinstance(exc, AuthError) or exc.status not in (403, 404, 410):
                     raise
         start = generation_of(event.session_id, event.recipient.user_id, target.external_id)
         start += 1 if target.external_id else 0
@@ -184,8 +194,8 @@ class GoogleChannel:
             eid = event_id(event.session_id, event.recipient.user_id, generation)
             body = to_google(event, eid)
             try:
-                self._execute(acc, events.insert(calendarId=acc.calendar_id, body=body, sendUpdates="none"),
-                              "creating the event")
+                self._write(acc, events.insert(calendarId=acc.calendar_id, body=body, sendUpdates="none"),
+                            "creating the event")
                 return Receipt(eid, "created")
             except PermanentError as exc:
                 if exc.status == 404:
@@ -195,11 +205,11 @@ class GoogleChannel:
             # 409: the id is taken — by our own earlier insert whose answer was lost, or by
             # an event the person deleted. Updating revives ours; if Google refuses, move on.
             try:
-                self._execute(acc, events.update(calendarId=acc.calendar_id, eventId=eid, body=body,
-                                                 sendUpdates="none"), "taking over an existing event")
+                self._write(acc, events.update(calendarId=acc.calendar_id, eventId=eid, body=body,
+                                               sendUpdates="none"), "taking over an existing event")
                 return Receipt(eid, "updated existing")
             except PermanentError as exc:
-                if exc.status not in (403, 404, 410):
+                if isinstance(exc, AuthError) or exc.status not in (403, 404, 410):
                     raise
         raise PermanentError(f"no free event id after {MAX_GENERATIONS} tries for {event.session_id}")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as Db
 
 from sync.plan import Action, Kind, Recorded
@@ -28,18 +29,25 @@ def for_session(db: Db, session_id: str) -> list[Placement]:
 
 
 def ensure(db: Db, session_id: str, action: Action) -> Placement:
-    """The row for (session, person, channel), created pending if new."""
-    row = db.scalars(
-        select(Placement).where(Placement.session_id == session_id, Placement.user_id == action.user_id,
-                                Placement.channel == action.channel)
-    ).one_or_none()
-    if row is None:
-        r = action.event.recipient
-        row = Placement(session_id=session_id, user_id=action.user_id, channel=action.channel,
-                        recipient_email=r.email, recipient_name=r.name, recipient_timezone=r.timezone,
-                        uid=action.event.uid, sequence=0, live=False, state="pending", attempts=0)
-        db.add(row)
-        db.flush()
+    """The row for (session, person, channel), created pending if new.
+
+    Two workers may create it at once; the loser's insert hits the unique
+    constraint inside a savepoint and it reads the winner's row instead.
+    """
+    query = select(Placement).where(Placement.session_id == session_id, Placement.user_id == action.user_id,
+                                    Placement.channel == action.channel)
+    row = db.scalars(query).one_or_none()
+    if row is not None:
+        return row
+    r = action.event.recipient
+    row = Placement(session_id=session_id, user_id=action.user_id, channel=action.channel,
+                    recipient_email=r.email, recipient_name=r.name, recipient_timezone=r.timezone,
+                    uid=action.event.uid, sequence=0, live=False, state="pending", attempts=0)
+    try:
+        with db.begin_nested():
+            db.add(row)
+    except IntegrityError:
+        return db.scalars(query).one()
     return row
 
 

@@ -125,3 +125,12 @@ def lagging(db: Db, limit: int = 10_000) -> list[str]:
     stmt = (select(SessionRow.id).where(SessionRow.synced_revision < SessionRow.revision)
             .order_by(SessionRow.updated_at).limit(limit))
     return list(db.scalars(stmt))
+
+
+def for_user(db: Db, user_id: str) -> list[str]:
+    """Sessions a person is in now, or still holds a copy of."""
+    from sync.store.models import Placement
+
+    current = select(ParticipantRow.session_id).where(ParticipantRow.user_id == user_id)
+    held = select(Placement.session_id).where(Placement.user_id == user_id, Placement.live.is_(True))
+    return sorted(set(db.scalars(current)) | set(db.scalars(held)))

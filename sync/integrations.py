@@ -1,0 +1,195 @@
+"""Connecting, importing and disconnecting people's calendars.
+
+A change of integration changes a person's channel, so every operation here
+ends by re-reconciling that person's sessions: the planner then withdraws the
+old copy (a CANCEL, or an event delete) and places the new one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError
+from sqlalchemy import select
+
+from sync.crypto import CredentialBox
+from sync.errors import FieldError, InvalidInput, NotFound
+from sync.oauth_state import StateSigner
+from sync.runtime import Runtime
+from sync.store import sessions
+from sync.store.db import utcnow
+from sync.store.models import Integration, Person
+
+#: Providers with a channel in this release.
+PROVIDERS = ("google",)
+
+
+class ImportedIntegration(BaseModel):
+    """One integration a platform already holds (the contract's import JSON)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    user_id: str = Field(min_length=1, max_length=200)
+    provider: str
+    account_email: EmailStr | None = None
+    calendar_id: str | None = Field(default=None, max_length=1024)
+    refresh_token: str = Field(min_length=1, max_length=4096)
+
+
+def _box(rt: Runtime) -> CredentialBox:
+    return CredentialBox([k.get_secret_value() for k in rt.settings.secret_keys])
+
+
+def signer(rt: Runtime) -> StateSigner:
+    return StateSigner(rt.settings.require("secret_keys")[0].get_secret_value())
+
+
+def _save(rt: Runtime, user_id: str, provider: str, account_email: str | None, calendar_id: str | None,
+          secret: dict[str, Any]) -> int:
+    sealed = _box(rt).seal(secret)
+    with rt.store.tx() as db:
+        if db.get(Person, user_id) is None:
+            db.add(Person(user_id=user_id, email=account_email or ""))
+            db.flush()
+        row = db.scalars(select(Integration).where(Integration.user_id == user_id,
+                                                   Integration.provider == provider)).one_or_none()
+        if row is None:
+            row = Integration(user_id=user_id, provider=provider, credentials=sealed)
+            db.add(row)
+        # One calendar per person: connecting one provider retires the other.
+        for other in db.scalars(select(Integration).where(Integration.user_id == user_id,
+                                                          Integration.provider != provider,
+                                                          Integration.status == "active")):
+            other.status, other.status_reason = "disconnecting", f"replaced by {provider}"
+        row.account_email = account_email or row.account_email
+        row.calendar_id = calendar_id or row.calendar_id or "primary"
+        row.credentials = sealed
+        row.status, row.status_reason, row.updated_at = "active", None, utcnow()
+        db.flush()
+        return row.id
+
+
+def resync_user(rt: Runtime, user_id: str, enqueue: Callable[[str], None]) -> list[str]:
+    with rt.store.tx() as db:
+        ids = sessions.for_user(db, user_id)
+    for session_id in ids:
+        enqueue(session_id)
+    return ids
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    index: int
+    user_id: str | None
+    ok: bool
+    errors: tuple[FieldError, ...] = ()
+
+
+def import_integrations(rt: Runtime, items: list[Any], enqueue: Callable[[str], None]) -> list[ImportResult]:
+    """Store tokens the platform already holds; each element stands alone."""
+    results = []
+    for i, item in enumerate(items):
+        prefix = f"[{i}]." if len(items) > 1 else ""
+        try:
+            if not isinstance(item, dict):
+                raise InvalidInput([FieldError("integration", f"expected a JSON object, got {type(item).__name__}")])
+            try:
+                data = ImportedIntegration.model_validate(item)
+            except ValidationError as exc:
+                raise InvalidInput([FieldError(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]) from None
+            if data.provider not in PROVIDERS:
+                raise InvalidInput([FieldError("provider", f"must be one of {', '.join(PROVIDERS)}, got {data.provider!r}")])
+        except InvalidInput as exc:
+            uid = item.get("user_id") if isinstance(item, dict) else None
+            results.append(ImportResult(i, uid if isinstance(uid, str) else None, False,
+                                        tuple(FieldError(prefix + e.field, e.reason) for e in exc.errors)))
+            continue
+        _save(rt, data.user_id, data.provider, data.account_email, data.calendar_id,
+              {"refresh_token": data.refresh_token})
+        resync_user(rt, data.user_id, enqueue)
+        results.append(ImportResult(i, data.user_id, True))
+    return results
+
+
+def connect_url(rt: Runtime, user_id: str, provider: str) -> tuple[str, str]:
+    """The consent URL to send the person to, and the state that identifies the flow."""
+    if provider not in PROVIDERS:
+        raise InvalidInput([FieldError("provider", f"must be one of {', '.join(PROVIDERS)}")])
+    from sync.providers import google_oauth
+
+    sign = signer(rt)
+    state = sign.sign(user_id, provider)
+    with rt.store.tx() as db:
+        person = db.get(Person, user_id)
+        hint = person.email if person else None
+    return google_oauth.consent_url(rt.settings, state, sign.verifier(sign.verify(state)), hint), state
+
+
+def complete_connect(rt: Runtime, pasted: str, enqueue: Callable[[str], None], *, state: str | None = None) -> int:
+    """Finish a connect from the redirected URL (or a bare code with the state we issued)."""
+    from sync.providers import google_oauth
+
+    pasted = pasted.strip()
+    if "://" in pasted or pasted.startswith("?"):
+        query = parse_qs(urlparse(pasted).query)
+        if "error" in query:
+            raise InvalidInput([FieldError("callback", f"consent refused: {query['error'][0]}")])
+        code = (query.get("code") or [""])[0]
+        state = (query.get("state") or [state or ""])[0]
+    else:
+        code = pasted
+    if not code or not state:
+        raise InvalidInput([FieldError("callback", "needs the code and state from the redirected URL")])
+    sign = signer(rt)
+    st = sign.verify(state)
+    grant = google_oauth.exchange_code(rt.settings, st, code, sign.verifier(st))
+    integration_id = _save(rt, st.user_id, st.provider, grant.account_email, None,
+                           {"refresh_token": grant.refresh_token})
+    resync_user(rt, st.user_id, enqueue)
+    return integration_id
+
+
+def disconnect(rt: Runtime, user_id: str, reconcile_now: Callable[[str], object]) -> dict[str, Any]:
+    """Withdraw the person's calendar events, revoke the token, and route them to email.
+
+    The events are withdrawn with the still-valid credentials first
+    (status ``disconnecting``), so nothing is left behind on their calendar.
+    """
+    with rt.store.tx() as db:
+        rows = list(db.scalars(select(Integration).where(Integration.user_id == user_id,
+                                                         Integration.status != "disconnected")))
+        if not rows:
+            raise NotFound(f"{user_id!r} has no connected calendar")
+        for row in rows:
+            if row.status == "active":
+                row.status, row.status_reason = "disconnecting", "disconnect requested"
+        ids = sessions.for_user(db, user_id)
+    for session_id in ids:
+        reconcile_now(session_id)
+    from sync.providers import google_oauth
+
+    revoked = False
+    with rt.store.tx() as db:
+        for row in db.scalars(select(Integration).where(Integration.user_id == user_id,
+                                                        Integration.status != "disconnected")):
+            try:
+                token = _box(rt).open(row.credentials).get("refresh_token")
+            except Exception:  # undecryptable: nothing to revoke
+                token = None
+            if token and row.provider == "google":
+                revoked = google_oauth.revoke(rt.settings, token) or revoked
+            row.status, row.status_reason, row.credentials = "disconnected", "disconnected by support", b""
+    return {"user_id": user_id, "sessions": ids, "revoked": revoked}
+
+
+def list_integrations(rt: Runtime, status: str | None = None) -> list[dict[str, Any]]:
+    with rt.store.tx() as db:
+        stmt = select(Integration).order_by(Integration.user_id)
+        if status:
+            stmt = stmt.where(Integration.status == status)
+        return [{"user_id": r.user_id, "provider": r.provider, "account_email": r.account_email,
+                 "calendar_id": r.calendar_id, "status": r.status, "reason": r.status_reason,
+                 "updated_at": r.updated_at.isoformat()} for r in db.scalars(stmt)]

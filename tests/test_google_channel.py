@@ -1,0 +1,351 @@
+"""The Google channel through the real client library against the local Calendar emulator."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from factories import RecordingChannel, make_settings, session_data
+from sync import api, integrations
+from sync.crypto import new_key
+from sync.emulators.google import GoogleEmulator
+from sync.providers.google import GoogleChannel
+from sync.quota import MemoryQuota
+from sync.crypto import CredentialBox
+from sync.reconcile import reconcile
+from sync.runtime import Runtime
+from sync.store.db import Store
+from sync.store.models import Integration
+
+MENTOR = "mentor@example.com"
+
+
+@pytest.fixture
+def emu():
+    with GoogleEmulator() as emulator:
+        yield emulator
+        assert emulator.internal_errors == []
+
+
+def google_runtime(db_url: str, emu: GoogleEmulator, email: RecordingChannel, **overrides) -> Runtime:
+    settings = make_settings(
+        db_url, google_client_id="calsync-test", google_client_secret="s3cret", google_api_url=emu.url,
+        google_token_url=emu.token_url, google_auth_url=emu.auth_url, google_revoke_url=emu.revoke_url,
+        google_userinfo_url=emu.userinfo_url, secret_keys=new_key(), io_timeout_seconds=2.0, **overrides)
+    return Runtime(settings, Store(db_url), channels=lambda s, st: {
+        "email": email,
+        "google": GoogleChannel(s, st, CredentialBox([k.get_secret_value() for k in s.secret_keys]), MemoryQuota()),
+    })
+
+
+@pytest.fixture
+def email() -> RecordingChannel:
+    return RecordingChannel("email")
+
+
+@pytest.fixture
+def rt(sqlite_url: str, emu: GoogleEmulator, email: RecordingChannel) -> Runtime:
+    return google_runtime(sqlite_url, emu, email)
+
+
+def connect_mentor(rt: Runtime, emu: GoogleEmulator) -> str:
+    token = emu.add_user(MENTOR)
+    [result] = integrations.import_integrations(rt, [{
+        "user_id": "u-1", "provider": "google", "account_email": MENTOR, "calendar_id": "primary",
+        "refresh_token": token}], enqueue=lambda sid: None)
+    assert result.ok, result
+    return token
+
+
+def book(rt: Runtime, **overrides) -> None:
+    assert api.upsert_session(session_data(**overrides), rt=rt, enqueue=False).ok
+
+
+def api_writes(emu: GoogleEmulator) -> list:
+    return [r for r in emu.request_log if getattr(r, "kind", None) == "api" or (isinstance(r, dict) and r.get("kind") == "api")]
+
+
+def test_mixed_session_gives_one_event_and_one_invite_and_no_google_email(rt, emu, email):
+    # Given the mentor connected Google and the mentee did not
+    connect_mentor(rt, emu)
+    # When the session is booked and reconciled
+    book(rt)
+    reconcile(rt, "sess-42")
+    # Then the mentor has one event, with no attendees, and Google was told to mail nobody
+    [event] = emu.events(MENTOR)
+    assert event["summary"] == "Session 2: Setting goals"
+    assert "attendees" not in event
+    assert event["extendedProperties"]["private"]["calsyncSession"] == "sess-42"
+    assert "zoom.us/j/123456789" in event["location"]
+    assert "View &amp; edit" in event["description"]
+    assert emu.count(has_attendees=True) == 0
+    assert {r.info.get("send_updates") for r in emu.requests(kind="api") if r.method != "GET"} == {"none"}
+    # And only the mentee got an email invite
+    assert email.ops() == [("place", "u-2", 0)]
+
+
+def test_lifecycle_leaves_one_event_then_none_and_resync_costs_nothing(rt, emu, email):
+    connect_mentor(rt, emu)
+    book(rt)
+    reconcile(rt, "sess-42")
+    book(rt, version=2, start="2026-12-01T17:00:00-05:00", end="2026-12-01T18:00:00-05:00")
+    reconcile(rt, "sess-42")
+    book(rt, version=3, start="2026-12-01T17:00:00-05:00", end="2026-12-01T18:00:00-05:00",
+         agenda_html="<p>Bring your goals</p>")
+    reconcile(rt, "sess-42")
+    [event] = emu.events(MENTOR)
+    assert event["start"]["dateTime"].startswith("2026-12-01T17:00:00-05:00")
+    assert "Bring your goals" in event["description"]
+    # When nothing changed, a resync makes no API call
+    emu.clear_log()
+    reconcile(rt, "sess-42")
+    assert emu.requests(kind="api") == []
+    # When cancelled, the event goes
+    api.cancel_session("sess-42", rt=rt, enqueue=False)
+    reconcile(rt, "sess-42")
+    assert emu.events(MENTOR) == []
+
+
+def test_each_change_costs_exactly_one_call(rt, emu, email):
+    connect_mentor(rt, emu)
+    book(rt)
+    reconcile(rt, "sess-42")  # includes the token refresh
+    emu.clear_log()
+    book(rt, version=2, title="Renamed")
+    reconcile(rt, "sess-42")
+    assert [(r.method, r.status) for r in emu.requests(kind="api")] == [("PUT", 200)]
+
+
+def test_lost_insert_response_does_not_duplicate(rt, emu, email):
+    # Given Google applies the insert but the answer never arrives
+    connect_mentor(rt, emu)
+    book(rt)
+    emu.lose_next_response(1, method="POST", path_contains="/events")
+    first = reconcile(rt, "sess-42")
+    assert first.retry_in_ms is not None
+    # When the worker retries, the same id answers 409 and becomes an update
+    reconcile(rt, "sess-42")
+    assert len(emu.events(MENTOR)) == 1
+    assert emu.count(status=409) == 1
+
+
+def test_crash_between_provider_call_and_database_write_does_not_duplicate(rt, emu, email, monkeypatch):
+    # Given the worker dies right after Google created the event
+    connect_mentor(rt, emu)
+    book(rt)
+    from sync.store import placements
+
+    real = placements.record_success
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("worker killed")
+
+    monkeypatch.setattr(placements, "record_success", crash)
+    with pytest.raises(KeyboardInterrupt):
+        reconcile(rt, "sess-42")
+    monkeypatch.setattr(placements, "record_success", real)
+    # When the message is redelivered
+    reconcile(rt, "sess-42")
+    # Then there is still one event
+    assert len(emu.events(MENTOR)) == 1
+
+
+@pytest.mark.parametrize(("status", "reason", "retry_after"), [
+    (403, "rateLimitExceeded", None), (403, "userRateLimitExceeded", None), (429, "rateLimitExceeded", "7"),
+    (500, "backendError", None), (503, "backendError", None)])
+def test_rate_limits_and_server_errors_are_retried(rt, emu, email, status, reason, retry_after):
+    connect_mentor(rt, emu)
+    book(rt)
+    emu.fail_next(1, status, reason, retry_after=retry_after, path_contains="/events")
+    report = reconcile(rt, "sess-42")
+    # Then the worker is asked to come back (no sooner than Retry-After when given)
+    assert report.retry_in_ms is not None
+    if retry_after:
+        assert report.retry_in_ms >= 7000
+    view = {p.user_id: p for p in api.get_session("sess-42", rt=rt).placements}
+    assert view["u-1"].state == "retrying" and str(status) in view["u-1"].last_error
+    # And the retry succeeds with one event
+    reconcile(rt, "sess-42")
+    assert len(emu.events(MENTOR)) == 1
+
+
+def test_update_and_delete_are_retried_too(rt, emu, email):
+    connect_mentor(rt, emu)
+    book(rt)
+    reconcile(rt, "sess-42")
+    book(rt, version=2, title="Renamed")
+    emu.fail_next(1, 429, "rateLimitExceeded", method="PUT")
+    assert reconcile(rt, "sess-42").retry_in_ms is not None
+    reconcile(rt, "sess-42")
+    assert emu.events(MENTOR)[0]["summary"] == "Renamed"
+    api.cancel_session("sess-42", rt=rt, enqueue=False)
+    emu.fail_next(1, 403, "userRateLimitExceeded", method="DELETE")
+    assert reconcile(rt, "sess-42").retry_in_ms is not None
+    reconcile(rt, "sess-42")
+    assert emu.events(MENTOR) == []
+
+
+def test_timeout_is_retried(rt, emu, email):
+    connect_mentor(rt, emu)
+    book(rt)
+    emu.timeout_next(1, seconds=4, applied=False, path_contains="/events")
+    assert reconcile(rt, "sess-42").retry_in_ms is not None
+    reconcile(rt, "sess-42")
+    assert len(emu.events(MENTOR)) == 1
+
+
+def test_bad_request_fails_the_placement_without_retrying(rt, emu, email):
+    connect_mentor(rt, emu)
+    book(rt)
+    emu.fail_next(1, 400, "invalid", path_contains="/events")
+    report = reconcile(rt, "sess-42")
+    assert report.retry_in_ms is None
+    view = {p.user_id: p for p in api.get_session("sess-42", rt=rt).placements}
+    assert view["u-1"].state == "failed" and "400" in view["u-1"].last_error
+
+
+def test_delete_of_an_event_already_gone_is_success(rt, emu, email):
+    connect_mentor(rt, emu)
+    book(rt)
+    reconcile(rt, "sess-42")
+    [event] = emu.events(MENTOR)
+    emu.cancel_event(MENTOR, event["id"])  # the person deleted it: a second delete answers 410
+    api.cancel_session("sess-42", rt=rt, enqueue=False)
+    report = reconcile(rt, "sess-42")
+    assert report.retry_in_ms is None and not report.errors
+    emu.purge_event(MENTOR, event["id"])  # ...or 404 once purged
+    view = {p.user_id: p for p in api.get_session("sess-42", rt=rt).placements}
+    assert view["u-1"].state == "withdrawn"
+
+
+def test_event_deleted_by_the_person_is_recreated_under_a_fresh_id(rt, emu, email):
+    connect_mentor(rt, emu)
+    book(rt)
+    reconcile(rt, "sess-42")
+    [event] = emu.events(MENTOR)
+    emu.cancel_event(MENTOR, event["id"])
+    # When the session changes, the update hits a deleted event Google will not revive
+    book(rt, version=2, title="Renamed")
+    reconcile(rt, "sess-42")
+    [again] = emu.events(MENTOR)
+    assert again["id"] != event["id"] and again["summary"] == "Renamed"
+    view = {p.user_id: p for p in api.get_session("sess-42", rt=rt).placements}
+    assert view["u-1"].external_id == again["id"]
+
+
+def test_token_death_switches_to_email_in_the_same_reconcile_and_reconnect_switches_back(rt, emu, email):
+    token = connect_mentor(rt, emu)
+    book(rt)
+    reconcile(rt, "sess-42")
+    assert len(emu.events(MENTOR)) == 1
+    # Given the mentor revoked calsync in their Google account
+    emu.revoke(token)
+    book(rt, version=2, start="2026-12-01T17:00:00-05:00", end="2026-12-01T18:00:00-05:00")
+    reconcile(rt, "sess-42")
+    # Then the integration needs a reconnect and the mentor got an emailed invite right away
+    [row] = integrations.list_integrations(rt)
+    assert row["status"] == "needs_reconnect" and "invalid_grant" in row["reason"]
+    assert ("place", "u-1", 0) in email.ops()
+    # When they reconnect with a new token
+    fresh = emu.issue_refresh_token(MENTOR)
+    integrations.import_integrations(rt, [{"user_id": "u-1", "provider": "google", "refresh_token": fresh}],
+                                     enqueue=lambda sid: None)
+    reconcile(rt, "sess-42")
+    # Then the invite is cancelled and the one calendar event shows the current time
+    assert email.ops()[-1][:2] == ("withdraw", "u-1")
+    [event] = emu.events(MENTOR)
+    assert event["start"]["dateTime"].startswith("2026-12-01T17:00:00-05:00")
+
+
+def test_missing_calendar_falls_back_to_email(rt, emu, email):
+    token = emu.add_user(MENTOR)
+    integrations.import_integrations(rt, [{"user_id": "u-1", "provider": "google", "calendar_id": "gone@group",
+                                           "refresh_token": token}], enqueue=lambda sid: None)
+    book(rt)
+    reconcile(rt, "sess-42")
+    [row] = integrations.list_integrations(rt)
+    assert row["status"] == "needs_reconnect" and "not found" in row["reason"]
+    assert ("place", "u-1", 0) in email.ops()
+
+
+def test_undecryptable_credentials_fall_back_to_email(rt, emu, email):
+    connect_mentor(rt, emu)
+    with rt.store.tx() as db:
+        db.query(Integration).one().credentials = CredentialBox([new_key()]).seal({"refresh_token": "x"})
+    book(rt)
+    reconcile(rt, "sess-42")
+    [row] = integrations.list_integrations(rt)
+    assert row["status"] == "needs_reconnect" and "decrypt" in row["reason"]
+    assert ("place", "u-1", 0) in email.ops()
+
+
+def test_answer_that_is_not_json_is_retried_not_crashed(rt, emu, email):
+    connect_mentor(rt, emu)
+    book(rt)
+    emu.fail_next(1, 200, body="<html>proxy error</html>", content_type="text/html", path_contains="/events")
+    report = reconcile(rt, "sess-42")
+    assert report.retry_in_ms is not None
+    reconcile(rt, "sess-42")
+    assert len(emu.events(MENTOR)) == 1
+
+
+def test_id_collision_with_a_foreign_event_moves_to_a_fresh_id(rt, emu, email):
+    # Given some other app already holds the id calsync would choose, and Google will not let us take it
+    from sync.providers.google_events import event_id
+
+    connect_mentor(rt, emu)
+    emu.put_event(MENTOR, {"id": event_id("sess-42", "u-1"), "summary": "Dentist",
+                           "start": {"dateTime": "2026-12-05T10:00:00Z"}, "end": {"dateTime": "2026-12-05T11:00:00Z"}})
+    emu.cancel_event(MENTOR, event_id("sess-42", "u-1"))
+    book(rt)
+    reconcile(rt, "sess-42")
+    summaries = sorted(e["summary"] for e in emu.events(MENTOR))
+    assert summaries == ["Session 2: Setting goals"]
+
+
+def test_two_workers_racing_make_one_event(sqlite_url, emu, email):
+    rt1 = google_runtime(sqlite_url, emu, email)
+    rt2 = Runtime(rt1.settings, Store(sqlite_url), channels=rt1._make_channels)
+    connect_mentor(rt1, emu)
+    book(rt1)
+    emu.latency = 0.3
+    threads = [threading.Thread(target=reconcile, args=(r, "sess-42")) for r in (rt1, rt2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    emu.latency = 0
+    reconcile(rt1, "sess-42")
+    assert len(emu.events(MENTOR)) == 1
+    assert emu.count(status=409) == 0
+
+
+def test_connect_flow_with_pkce_stores_the_token_encrypted(rt, emu, email, tmp_path: Path):
+    import requests
+
+    emu.add_user(MENTOR)
+    url, state = integrations.connect_url(rt, "u-1", "google")
+    assert "code_challenge_method=S256" in url and "access_type=offline" in url
+    # The person consents; the browser is redirected back with a code
+    redirect = requests.get(url, allow_redirects=False, timeout=5).headers["Location"]
+    integrations.complete_connect(rt, redirect, enqueue=lambda sid: None)
+    [row] = integrations.list_integrations(rt)
+    assert (row["status"], row["account_email"]) == ("active", MENTOR)
+    with rt.store.engine.connect() as conn:
+        from sqlalchemy import text
+
+        blob = conn.execute(text("SELECT credentials FROM integrations")).scalar_one()
+    assert b"refresh" not in bytes(blob)
+
+
+def test_disconnect_withdraws_events_and_falls_back_to_email(rt, emu, email):
+    connect_mentor(rt, emu)
+    book(rt)
+    reconcile(rt, "sess-42")
+    integrations.disconnect(rt, "u-1", reconcile_now=lambda sid: reconcile(rt, sid))
+    assert emu.events(MENTOR) == []
+    assert ("place", "u-1", 0) in email.ops()
+    [row] = integrations.list_integrations(rt)
+    assert row["status"] == "disconnected"
