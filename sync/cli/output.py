@@ -1,0 +1,60 @@
+"""How commands print: rich tables for a person at a terminal, plain lines for pipes, JSON on request.
+
+Plain output is tab-separated with a header line, so ``cut -f`` and ``awk``
+work on it; rich is imported only when a terminal will actually see a table.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import click
+
+
+#: The ``--json`` flag every reporting command takes.
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def cell(value: Any) -> str:
+    """One table cell on one line: values may carry provider error text with newlines."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return " ".join(str(value).split()) or "-"
+
+
+def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None) -> None:
+    rows = [[cell(v) for v in row] for row in rows]
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        # markup off: titles and names come from the platform and may contain "[...]".
+        t = Table(title=title, title_justify="left")
+        for name in columns:
+            t.add_column(name, overflow="fold")
+        for row in rows:
+            t.add_row(*row)
+        Console(markup=False, highlight=False).print(t)
+        return
+    if title:
+        click.echo(f"# {title}")
+    click.echo("\t".join(columns))
+    for row in rows:
+        click.echo("\t".join(row))
+
+
+def fields(pairs: Iterable[tuple[str, Any]]) -> None:
+    """A record as ``name: value`` lines; the same on a terminal and in a pipe."""
+    pairs = list(pairs)
+    width = max(len(name) for name, _ in pairs)
+    for name, value in pairs:
+        click.echo(f"{name + ':':<{width + 1}} {cell(value)}")

@@ -1,0 +1,73 @@
+"""``calsync worker`` (Dramatiq worker processes) and ``calsync sweep`` (repair lagging sessions now)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from sync.cli.delivery import delivering
+from sync.cli.output import emit_json, json_option
+
+#: Imported by each worker process after the broker when ``--log-config`` is given.
+LOGGING_MODULE = "sync.cli.worker_logging"
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--processes", "-p", type=click.IntRange(min=1), help="Worker processes (default: one per CPU).")
+@click.option("--threads", "-t", type=click.IntRange(min=1), help="Threads per process (default: 8).")
+@click.option("--log-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A logging dictConfig JSON file (see config/logging.json) applied in every worker process.")
+@click.argument("dramatiq_args", nargs=-1, type=click.UNPROCESSED)
+def worker(processes: int | None, threads: int | None, log_config: Path | None,
+           dramatiq_args: tuple[str, ...]) -> None:
+    """Run Dramatiq worker processes on the Redis broker (wraps `dramatiq worker`).
+
+    Any further arguments go to dramatiq unchanged, e.g. `--queues calsync`.
+    """
+    from sync.config import get_settings
+    from sync.errors import ConfigError
+
+    settings = get_settings()
+    if settings.broker_url.startswith("memory://"):
+        raise ConfigError("CALSYNC_BROKER_URL is memory://, which delivers inside each calsync command; "
+                          "a separate worker needs a redis:// broker")
+    # Checked here so a misconfigured deploy fails at start, not on every message.
+    settings.require("smtp_url")
+    settings.require("mail_from")
+
+    argv = [sys.executable, "-m", "dramatiq", "worker"]
+    if log_config is not None:
+        os.environ["CALSYNC_LOG_CONFIG"] = str(log_config.resolve())
+        argv += [LOGGING_MODULE, "--skip-logging"]
+    if processes is not None:
+        argv += ["--processes", str(processes)]
+    if threads is not None:
+        argv += ["--threads", str(threads)]
+    argv += dramatiq_args
+    sys.stdout.flush()
+    os.execvp(argv[0], argv)
+
+
+@click.command()
+@json_option
+def sweep(as_json: bool) -> None:
+    """Re-enqueue every session whose placements lag its latest change.
+
+    The periodic sweep in each worker does this on its own; run it by hand
+    after restoring Redis or to settle sessions before a check.
+    """
+    from sync.runtime import get_runtime
+    from sync.sweep import sweep as sweep_lagging
+    from sync.tasks import enqueue
+
+    with delivering():
+        ids = sweep_lagging(get_runtime(), enqueue)
+    if as_json:
+        emit_json({"enqueued": len(ids), "sessions": ids})
+    else:
+        click.echo(f"enqueued {len(ids)} lagging session{'s' if len(ids) != 1 else ''}")
+        for session_id in ids:
+            click.echo(session_id)

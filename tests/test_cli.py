@@ -1,0 +1,273 @@
+"""The ``calsync`` CLI as an operator meets it: a subprocess, exit codes, stdout, stderr, files on disk."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import icalendar
+import pytest
+
+from factories import session_data
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """A clean environment: only the settings under test, so the developer's own CALSYNC_* cannot leak in."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CALSYNC_")}
+    return {
+        **base,
+        "PYTHONPATH": str(ROOT),
+        "CALSYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+        "CALSYNC_BROKER_URL": "memory://",
+        "CALSYNC_SMTP_URL": (tmp_path / "out").as_uri(),
+        "CALSYNC_MAIL_FROM": "sessions@calsync.example",
+        "CALSYNC_SWEEP_INTERVAL_SECONDS": "0",
+    }
+
+
+def calsync(env: dict[str, str], cwd: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    # cwd is a scratch folder so a .env in the repository is not read.
+    result = subprocess.run([sys.executable, "-m", "sync.cli", *args], env=env, cwd=cwd, input=stdin,
+                            capture_output=True, timeout=120)
+    return subprocess.CompletedProcess(result.args, result.returncode, result.stdout.decode(), result.stderr.decode())
+
+
+@pytest.fixture
+def run(env: dict[str, str], tmp_path: Path):
+    """calsync against a migrated database."""
+    assert calsync(env, tmp_path, "db", "upgrade").returncode == 0
+    return lambda *args, stdin=None: calsync(env, tmp_path, *args, stdin=stdin)
+
+
+def invites(folder: Path) -> list[tuple[str, str, str, int]]:
+    """(recipient, METHOD, UID, SEQUENCE) of every .eml, read back the way a mail client would."""
+    found = []
+    for path in sorted(folder.glob("*.eml")):
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        part = next(p for p in message.walk() if p.get_content_type() == "text/calendar")
+        calendar = icalendar.Calendar.from_ical(part.get_content())
+        event = calendar.walk("VEVENT")[0]
+        found.append((message["To"].addresses[0].addr_spec, str(calendar["METHOD"]), str(event["UID"]),
+                      int(event["SEQUENCE"])))
+    return found
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    for word in words:
+        assert word in result.stderr
+
+
+def test_db_upgrade_reports_the_revision_and_is_repeatable(env, tmp_path: Path):
+    # Given an empty SQLite database
+    # When it is upgraded twice
+    first = calsync(env, tmp_path, "db", "upgrade")
+    second = calsync(env, tmp_path, "db", "upgrade", "--json")
+    # Then the first run migrates to head and the second finds nothing to do
+    assert first.returncode == 0 and "→" in first.stdout
+    report = json.loads(second.stdout)
+    assert second.returncode == 0 and report["from"] == report["to"] == report["head"]
+
+
+def test_upsert_delivers_an_invite_to_each_participant(run, tmp_path: Path):
+    # Given a session file with a private field the platform should not have sent
+    path = tmp_path / "session.json"
+    path.write_text(json.dumps(session_data(private_notes="do not store")))
+    # When it is pushed in with the embedded broker
+    result = run("sessions", "upsert", str(path))
+    # Then it is reported created and each participant's invite is on disk
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\t")[:2] == ["sess-42", "created"]
+    sent = invites(tmp_path / "out")
+    assert sorted(to for to, *_ in sent) == ["mentee@example.com", "mentor@example.com"]
+    assert {(method, seq) for _, method, _, seq in sent} == {("REQUEST", 0)}
+    # And `sessions show --json` lists both placements as placed
+    shown = run("sessions", "show", "sess-42", "--json")
+    assert shown.returncode == 0, shown.stderr
+    view = json.loads(shown.stdout)
+    assert "private_notes" not in view["session"]
+    assert [(p["recipient"], p["state"], p["live"]) for p in view["placements"]] == [
+        ("mentor@example.com", "placed", True), ("mentee@example.com", "placed", True)]
+    # And the plain view has the same placements, one line each
+    plain = run("sessions", "show", "sess-42")
+    assert plain.returncode == 0 and plain.stdout.count("\tplaced\t") == 2
+
+
+def test_cancel_mails_a_cancel_with_the_same_uid_and_a_higher_sequence(run, tmp_path: Path):
+    # Given a delivered session
+    assert run("sessions", "upsert", "-", stdin=json.dumps(session_data()).encode()).returncode == 0
+    # When it is cancelled from the CLI
+    result = run("sessions", "cancel", "sess-42", "--json")
+    # Then each participant gets a CANCEL for the same calendar entry
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["outcome"] == "updated"
+    sent = invites(tmp_path / "out")
+    requests = {to: (uid, seq) for to, method, uid, seq in sent if method == "REQUEST"}
+    cancels = {to: (uid, seq) for to, method, uid, seq in sent if method == "CANCEL"}
+    assert cancels.keys() == requests.keys()
+    assert all(cancels[to][0] == requests[to][0] and cancels[to][1] > requests[to][1] for to in cancels)
+    # And a second cancel changes nothing
+    again = run("sessions", "cancel", "sess-42")
+    assert again.returncode == 0 and "already cancelled" in again.stdout
+    assert len(invites(tmp_path / "out")) == len(sent)
+
+
+def test_naive_datetime_names_the_field_and_stores_nothing(run):
+    # Given a session whose start has no UTC offset
+    data = session_data(start="2026-12-01T15:00:00")
+    # When it is pushed in on stdin
+    result = run("sessions", "upsert", "-", stdin=json.dumps(data).encode())
+    # Then the element is reported invalid, naming the field, without a traceback
+    assert result.returncode == 1
+    assert result.stdout.strip().splitlines() == [result.stdout.strip()]
+    assert "invalid" in result.stdout and "start:" in result.stdout
+    assert "Traceback" not in result.stderr
+    # And nothing was stored
+    assert run("sessions", "show", "sess-42").returncode == 2
+
+
+def test_non_utf8_input_is_one_line_error(run):
+    # Given bytes that are not UTF-8
+    # When they arrive on stdin
+    result = run("sessions", "upsert", "-", stdin=b'{"id": "\xff\xfe"}')
+    # Then the command exits 2 with one line naming the input
+    assert result.returncode == 2
+    assert_one_line_error(result, "input", "UTF-8")
+
+
+def test_batch_with_one_bad_element_stores_the_good_one(run):
+    # Given an array whose first element ends before it starts
+    bad = session_data(id="sess-bad", end="2026-12-01T14:00:00-05:00")
+    good = session_data(id="sess-good")
+    # When the batch is pushed in
+    result = run("sessions", "upsert", "-", stdin=json.dumps([bad, good]).encode())
+    # Then each element gets its own line: the bad one names its field, the good one is created
+    assert result.returncode == 1
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("sess-bad\tinvalid\t") and "[0].end" in lines[0]
+    assert lines[1].startswith("sess-good\tcreated\t")
+    assert "Traceback" not in result.stderr
+    # And only the good element was stored
+    assert run("sessions", "show", "sess-good").returncode == 0
+    assert run("sessions", "show", "sess-bad").returncode == 2
+
+
+def test_stale_version_is_reported_and_not_applied(run):
+    # Given version 2 of a session is stored
+    assert run("sessions", "upsert", "-", stdin=json.dumps(session_data(version=2)).encode()).returncode == 0
+    # When version 1 arrives late with another title
+    late = session_data(version=1, title="Old title")
+    result = run("sessions", "upsert", "-", stdin=json.dumps(late).encode())
+    # Then it is reported stale and the stored session keeps its title
+    assert result.returncode == 1 and "\tstale\t" in result.stdout
+    shown = json.loads(run("sessions", "show", "sess-42", "--json").stdout)
+    assert shown["session"]["title"] == "Session 2: Setting goals"
+
+
+def test_unknown_session_is_one_line_exit_2(run):
+    # Given no session "nope"
+    # When an operator asks for it
+    result = run("sessions", "show", "nope")
+    # Then the answer is one line, exit 2
+    assert result.returncode == 2
+    assert_one_line_error(result, "nope")
+
+
+def test_unknown_flag_is_a_usage_error(run):
+    # Given a flag upsert does not have
+    # When it is used
+    result = run("sessions", "upsert", "--frobnicate", "x.json")
+    # Then click reports a usage error
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def test_missing_smtp_setting_is_one_line_naming_the_variable(env, tmp_path: Path):
+    # Given a migrated database but no CALSYNC_SMTP_URL
+    assert calsync(env, tmp_path, "db", "upgrade").returncode == 0
+    del env["CALSYNC_SMTP_URL"]
+    # When a session is pushed in with the embedded broker (which must deliver)
+    result = calsync(env, tmp_path, "sessions", "upsert", "-", stdin=json.dumps(session_data()).encode())
+    # Then the command says which variable is missing
+    assert result.returncode == 2
+    assert_one_line_error(result, "CALSYNC_SMTP_URL")
+
+
+def test_unmigrated_database_is_one_line_pointing_at_db_upgrade(env, tmp_path: Path):
+    # Given a database nobody has migrated
+    # When a session is looked up
+    result = calsync(env, tmp_path, "sessions", "show", "sess-42")
+    # Then the operator is told what to run, in one line
+    assert result.returncode == 1
+    assert_one_line_error(result, "calsync db upgrade")
+
+
+def test_unreachable_redis_is_one_line_and_the_sweeper_repairs_it(run, env, tmp_path: Path):
+    # Given a Redis broker that is down
+    down = {**env, "CALSYNC_BROKER_URL": "redis://127.0.0.1:1/0"}
+    # When a session is pushed in
+    result = calsync(down, tmp_path, "sessions", "upsert", "-", stdin=json.dumps(session_data()).encode())
+    # Then the failed enqueue is one line, and the session was stored but not delivered
+    assert result.returncode == 1
+    assert_one_line_error(result, "broker error", "CALSYNC_BROKER_URL")
+    assert not invites(tmp_path / "out")
+    # When the sweeper runs with a working broker
+    swept = run("sweep", "--json")
+    # Then it finds the session lagging and delivers it
+    assert json.loads(swept.stdout) == {"enqueued": 1, "sessions": ["sess-42"]}
+    assert len(invites(tmp_path / "out")) == 2
+
+
+def test_worker_refuses_the_embedded_broker(env, tmp_path: Path):
+    # Given CALSYNC_BROKER_URL=memory://, whose queue lives inside each command
+    # When a standalone worker is started
+    result = calsync(env, tmp_path, "worker")
+    # Then it refuses in one line instead of idling forever
+    assert result.returncode == 2
+    assert_one_line_error(result, "CALSYNC_BROKER_URL")
+
+
+def test_sweep_reports_nothing_lagging_after_delivery(run):
+    # Given a delivered session
+    assert run("sessions", "upsert", "-", stdin=json.dumps(session_data()).encode()).returncode == 0
+    # When the sweeper runs
+    result = run("sweep", "--json")
+    # Then it finds nothing to re-enqueue
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"enqueued": 0, "sessions": []}
+
+
+def test_demo_prints_a_table_and_leaves_readable_invites(env, tmp_path: Path):
+    # Given settings that point at servers that do not exist
+    env = {**env, "CALSYNC_BROKER_URL": "redis://127.0.0.1:1/0", "CALSYNC_DATABASE_URL": "postgresql://nowhere/x"}
+    out = tmp_path / "demo"
+    # When the demo runs
+    result = calsync(env, tmp_path, "demo", "--out", str(out))
+    # Then it ignores them, runs embedded, and prints the summary table
+    assert result.returncode == 0, result.stderr
+    header = next(line for line in result.stdout.splitlines() if line.startswith("person\t"))
+    assert header.split("\t") == ["person", "session", "channel", "state", "METHOD", "SEQ", ".eml", "history"]
+    assert str(out / "outbox") in result.stdout
+    # And every invite parses; the participant who left got a CANCEL, and only she did on that session
+    sent = invites(out / "outbox")
+    assert len(sent) >= 8
+    left = {uid for to, method, uid, _ in sent if to == "katherine@example.com" and method == "CANCEL"}
+    assert len(left) == 1
+    assert {to for to, method, uid, _ in sent if method == "CANCEL" and uid in left} == {"katherine@example.com"}
+    # When it runs again, as JSON
+    again = calsync(env, tmp_path, "demo", "--out", str(out), "--json")
+    # Then it starts from scratch and reports the same outcome
+    assert again.returncode == 0, again.stderr
+    report = json.loads(again.stdout)
+    assert report["problems"] == [] and len(invites(out / "outbox")) == len(sent)
+    assert {r["state"] for r in report["rows"]} == {"placed", "withdrawn"}
