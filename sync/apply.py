@@ -38,6 +38,7 @@ def apply(rt: Runtime, session_id: str, revision: int, action: Action, integrati
     with rt.store.tx() as db:
         row = db.get(Placement, action.placement_id)
         assert row is not None
+        placements.mark_sending(db, row, action)
         target = Target(placement_id=row.id, user_id=row.user_id, external_id=row.external_id,
                         sequence=action.sequence, integration_id=integration_id)
     channel = rt.channel(action.channel)

@@ -64,11 +64,15 @@ class Action:
     placement_id: int | None = None
 
 
-def _sent_before(rec: Recorded | None) -> bool:
-    return rec is not None and rec.content_hash is not None
-
-
 def _place(want: Desired, rec: Recorded | None, retry_failed: bool) -> Action:
+    """Bring one person's copy on their current channel in line.
+
+    ``rec.sequence`` is the highest SEQUENCE that may have gone out (it is
+    written before each send), and ``rec.live`` says a copy may exist. So after
+    a crash mid-send the next plan neither forgets the copy nor reuses a lower
+    SEQUENCE; at worst the same UID and SEQUENCE go out again, which calendars
+    treat as the same invite.
+    """
     ev = want.event
     pid = rec.placement_id if rec else None
 
@@ -77,15 +81,14 @@ def _place(want: Desired, rec: Recorded | None, retry_failed: bool) -> Action:
 
     if rec is not None and rec.state == "failed" and not retry_failed:
         return act(Kind.NOTHING, rec.sequence, f"failed earlier ({rec.last_error}); resync to retry")
-    if rec is None or not rec.live:
-        if _sent_before(rec):
-            assert rec is not None
-            return act(Kind.CREATE, rec.sequence + 1, "placed again after a withdrawal")
+    if rec is None or rec.state == "pending":
         return act(Kind.CREATE, 0, "new placement")
-    if rec.content_hash == ev.content_hash:
+    if not rec.live:
+        return act(Kind.CREATE, rec.sequence + 1, "placed again after a withdrawal")
+    if rec.state == "placed" and rec.content_hash == ev.content_hash:
         return act(Kind.NOTHING, rec.sequence, "unchanged")
     if rec.material_hash != ev.material_hash:
-        return act(Kind.UPDATE, rec.sequence + 1, "rescheduled or moved")
+        return act(Kind.UPDATE, rec.sequence + 1, "rescheduled or moved" if rec.material_hash else "placing again")
     return act(Kind.UPDATE, rec.sequence, "details changed")
 
 

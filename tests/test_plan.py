@@ -84,7 +84,18 @@ def test_reinvite_after_withdrawal_continues_the_sequence():
 
 def test_failed_placement_waits_for_an_explicit_retry():
     d = desired()[:1]
-    rec = Recorded(1, "u-1", "email", d[0].event.recipient, live=False, state="failed", sequence=0,
+    # Given the first invite was attempted (so it may have gone out) and then failed for good
+    rec = Recorded(1, "u-1", "email", d[0].event.recipient, live=True, state="failed", sequence=0,
                    content_hash=None, material_hash=None, external_id=None, last_error="SMTP 550")
     assert kinds(plan(d, [rec], render_for)) == [("nothing", "u-1", "email", 0)]
-    assert kinds(plan(d, [rec], render_for, retry_failed=True)) == [("create", "u-1", "email", 0)]
+    # Then a retry goes out with a higher SEQUENCE, never reusing one that may have been seen
+    assert kinds(plan(d, [rec], render_for, retry_failed=True)) == [("update", "u-1", "email", 1)]
+
+
+def test_a_copy_in_doubt_is_withdrawn_when_the_person_leaves():
+    # Given a send whose outcome is unknown (the worker died mid-send)
+    d = desired()
+    rec = Recorded(1, "u-2", "email", d[1].event.recipient, live=True, state="sending", sequence=0,
+                   content_hash=None, material_hash=None, external_id=None)
+    # When u-2 is no longer a participant, they get a CANCEL anyway
+    assert kinds(plan(d[:1], [rec], render_for)) == [("create", "u-1", "email", 0), ("withdraw", "u-2", "email", 1)]

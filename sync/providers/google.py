@@ -214,17 +214,17 @@ class GoogleChannel:
         raise PermanentError(f"no free event id after {MAX_GENERATIONS} tries for {event.session_id}")
 
     def withdraw(self, target: Target, event: RenderedEvent) -> Receipt:
-        if not target.external_id:
-            return Receipt(None, "nothing was placed")
+        # No recorded id means an insert whose answer was lost: it used the first id.
+        eid = target.external_id or event_id(event.session_id, event.recipient.user_id)
         acc = self._account(target.integration_id)
         try:
-            self._execute(acc, self.service.events().delete(calendarId=acc.calendar_id, eventId=target.external_id,
+            self._execute(acc, self.service.events().delete(calendarId=acc.calendar_id, eventId=eid,
                                                             sendUpdates="none"), "deleting the event")
         except PermanentError as exc:
             if not _gone(exc):
                 raise
-            return Receipt(target.external_id, "already gone")
-        return Receipt(target.external_id, "deleted")
+            return Receipt(eid, "already gone")
+        return Receipt(eid, "deleted")
 
 
 def _gone(exc: PermanentError) -> bool:

@@ -71,6 +71,15 @@ def release(db: Db, placement_id: int, owner: str) -> None:
     )
 
 
+def mark_sending(db: Db, row: Placement, action: Action) -> None:
+    """Written before the channel is called: from here on a copy may exist out there,
+    and this SEQUENCE may have been used, whatever happens to this worker next."""
+    row.sequence = max(row.sequence, action.sequence)
+    row.state = "sending"
+    if action.kind is not Kind.WITHDRAW:
+        row.live = True
+
+
 def record_success(db: Db, row: Placement, action: Action, revision: int, external_id: str | None) -> None:
     ev: RenderedEvent = action.event
     row.sequence = action.sequence
@@ -81,6 +90,7 @@ def record_success(db: Db, row: Placement, action: Action, revision: int, extern
     row.next_attempt_at = None
     if action.kind is Kind.WITHDRAW:
         row.live, row.state = False, "withdrawn"
+        row.content_hash = row.material_hash = None
     else:
         row.live, row.state = True, "placed"
         row.content_hash, row.material_hash = ev.content_hash, ev.material_hash
