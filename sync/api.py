@@ -6,6 +6,7 @@ If the enqueue is lost, the sweeper finds the session lagging and repairs it.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,8 @@ from sync.runtime import Runtime, get_runtime
 from sync.session import Session, parse_session
 from sync.store import placements, sessions
 from sync.store.models import Placement
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,8 @@ class IntakeResult:
     version: int | None = None
     stored_version: int | None = None
     errors: tuple[FieldError, ...] = ()
+    #: False when the broker could not be reached; the sweeper delivers it later.
+    queued: bool = True
 
     @property
     def ok(self) -> bool:
@@ -32,16 +37,26 @@ class IntakeResult:
 
     def as_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"session_id": self.session_id, "outcome": self.outcome, "version": self.version,
-                             "stored_version": self.stored_version}
+                             "stored_version": self.stored_version, "queued": self.queued}
         if self.errors:
             d["errors"] = [{"field": e.field, "reason": e.reason} for e in self.errors]
         return d
 
 
-def _enqueue(session_id: str) -> None:
+def _enqueue(session_id: str) -> bool:
+    """Enqueue after the commit. A broker outage loses nothing: the session is
+    stored and lagging, so the sweeper enqueues it once the broker is back."""
+    import redis.exceptions
+    from dramatiq.errors import BrokerError
+
     from sync.tasks import enqueue
 
-    enqueue(session_id)
+    try:
+        enqueue(session_id)
+    except (BrokerError, redis.exceptions.RedisError, OSError) as exc:
+        log.warning("could not enqueue %s (%s); the sweeper will pick it up", session_id, type(exc).__name__)
+        return False
+    return True
 
 
 def upsert_session(data: dict[str, Any] | Session, *, rt: Runtime | None = None, enqueue: bool = True) -> IntakeResult:
@@ -54,13 +69,11 @@ def upsert_session(data: dict[str, Any] | Session, *, rt: Runtime | None = None,
     session = data if isinstance(data, Session) else parse_session(data)
     with rt.store.tx() as db:
         saved = sessions.save(db, session)
-    result = IntakeResult(session.id, saved.outcome, session.version, saved.stored_version)
     if saved.outcome == "conflict":
         return IntakeResult(session.id, "conflict", session.version, saved.stored_version, (FieldError(
             "version", f"version {session.version} is already stored with different content; send a higher version"),))
-    if saved.outcome in ("created", "updated") and enqueue:
-        _enqueue(session.id)
-    return result
+    queued = _enqueue(session.id) if saved.outcome in ("created", "updated") and enqueue else True
+    return IntakeResult(session.id, saved.outcome, session.version, saved.stored_version, queued=queued)
 
 
 def upsert_sessions(items: list[Any], *, rt: Runtime | None = None, enqueue: bool = True) -> list[IntakeResult]:
@@ -83,9 +96,8 @@ def cancel_session(session_id: str, *, rt: Runtime | None = None, enqueue: bool 
         saved = sessions.cancel(db, session_id)
     if saved is None:
         raise NotFound(f"session {session_id!r} does not exist")
-    if saved.outcome == "updated" and enqueue:
-        _enqueue(session_id)
-    return IntakeResult(session_id, saved.outcome, saved.stored_version, saved.stored_version)
+    queued = _enqueue(session_id) if saved.outcome == "updated" and enqueue else True
+    return IntakeResult(session_id, saved.outcome, saved.stored_version, saved.stored_version, queued=queued)
 
 
 @dataclass(frozen=True)

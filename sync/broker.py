@@ -42,6 +42,7 @@ def is_embedded(broker: dramatiq.Broker) -> bool:
 @contextmanager
 def embedded_worker(broker: dramatiq.Broker, threads: int) -> Iterator[None]:
     """Run worker threads in this process until the queue (and its delayed retries) drains."""
+    before = list(broker.middleware)
     worker = dramatiq.Worker(broker, worker_timeout=100, worker_threads=threads)
     worker.start()
     try:
@@ -50,6 +51,9 @@ def embedded_worker(broker: dramatiq.Broker, threads: int) -> Iterator[None]:
         worker.join()
     finally:
         worker.stop()
+        # Dramatiq's Worker registers a hook on the broker and never removes it;
+        # drop it so the next embedded run does not inherit a stopped worker.
+        broker.middleware[:] = [m for m in broker.middleware if m in before]
 
 
 broker = install()

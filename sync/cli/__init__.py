@@ -62,6 +62,11 @@ def _unreachable(exc: Exception) -> str | None:
 @click.version_option(package_name="calsync")
 def main() -> None:
     """Keep mentoring sessions on participants' calendars."""
+    import logging
+
+    # Commands report problems in their own one-line words; library warnings
+    # would repeat them on stderr. `calsync worker` configures its own logging.
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
 
 
 def _register() -> None:

@@ -43,7 +43,11 @@ def upsert(file: BinaryIO, as_json: bool) -> None:
             else:
                 detail = f"version {r.version}"
             click.echo(f"{r.session_id or '-'}\t{r.outcome}\t{detail}")
-    if not all(r.ok for r in results):
+    unqueued = [r.session_id for r in results if not r.queued]
+    if unqueued:
+        click.echo(f"broker error: stored but not enqueued: {', '.join(map(str, unqueued))} (check CALSYNC_BROKER_URL;"
+                   " `calsync sweep` enqueues them once it is back)", err=True)
+    if unqueued or not all(r.ok for r in results):
         sys.exit(1)
 
 
