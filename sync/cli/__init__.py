@@ -72,10 +72,11 @@ def main() -> None:
 def _register() -> None:
     from sync.cli.db import db
     from sync.cli.demo import demo
+    from sync.cli.integrations import integrations
     from sync.cli.sessions import sessions
     from sync.cli.worker import sweep, worker
 
-    for command in (sessions, db, worker, sweep, demo):
+    for command in (sessions, integrations, db, worker, sweep, demo):
         main.add_command(command)
 
 
