@@ -4,8 +4,8 @@ Importing this module installs the broker from ``CALSYNC_BROKER_URL`` and
 declares the actors; a periodic sweep runs in each worker process.
 """
 
+from sync import tasks  # noqa: F401  (declares the actors)
 from sync.broker import broker
 from sync.periodic import PeriodicSweep
-from sync import tasks  # noqa: F401  (declares the actors)
 
 broker.add_middleware(PeriodicSweep())

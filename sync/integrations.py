@@ -99,9 +99,11 @@ def import_integrations(rt: Runtime, items: list[Any], enqueue: Callable[[str], 
             try:
                 data = ImportedIntegration.model_validate(item)
             except ValidationError as exc:
-                raise InvalidInput([FieldError(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]) from None
+                raise InvalidInput([FieldError(".".join(str(p) for p in e["loc"]), e["msg"])
+                                    for e in exc.errors()]) from None
             if data.provider not in PROVIDERS:
-                raise InvalidInput([FieldError("provider", f"must be one of {', '.join(PROVIDERS)}, got {data.provider!r}")])
+                reason = f"must be one of {', '.join(PROVIDERS)}, got {data.provider!r}"
+                raise InvalidInput([FieldError("provider", reason)])
         except InvalidInput as exc:
             uid = item.get("user_id") if isinstance(item, dict) else None
             results.append(ImportResult(i, uid if isinstance(uid, str) else None, False,

@@ -17,7 +17,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from sync.errors import InvalidInput, FieldError
+from sync.errors import FieldError, InvalidInput
 
 #: How long a consent URL stays valid, in seconds.
 STATE_TTL = 15 * 60

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from sync.render import Recipient, RenderedEvent
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     CREATE = "create"
     UPDATE = "update"
     WITHDRAW = "withdraw"

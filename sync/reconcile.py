@@ -113,7 +113,8 @@ def _run(rt: Runtime, snap: Snapshot, report: Report, retry_failed: bool) -> boo
         for action in fresh.actions:
             if action.kind is Kind.NOTHING or action.placement_id not in held:
                 continue
-            outcome = apply(rt, snap.session.id, fresh.revision, action, fresh.integration_ids.get((action.user_id, action.channel)))
+            integration_id = fresh.integration_ids.get((action.user_id, action.channel))
+            outcome = apply(rt, snap.session.id, fresh.revision, action, integration_id)
             if outcome.ok:
                 report.counts[action.kind.value] += 1
             else:

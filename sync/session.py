@@ -204,9 +204,11 @@ def load_json(raw: bytes) -> list[Any]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InvalidInput([FieldError("input", f"not UTF-8 (byte {raw[exc.start]:#04x} at offset {exc.start})")]) from None
+        reason = f"not UTF-8 (byte {raw[exc.start]:#04x} at offset {exc.start})"
+        raise InvalidInput([FieldError("input", reason)]) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InvalidInput([FieldError("input", f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")]) from None
+        reason = f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        raise InvalidInput([FieldError("input", reason)]) from None
     return data if isinstance(data, list) else [data]

@@ -20,12 +20,11 @@ os.environ["CALSYNC_SWEEP_INTERVAL_SECONDS"] = "0"
 
 from sqlalchemy import create_engine, text  # noqa: E402
 
+from factories import RecordingChannel, make_settings  # noqa: E402
 from sync.config import get_settings  # noqa: E402
 from sync.runtime import Runtime  # noqa: E402
 from sync.store.db import Store  # noqa: E402
 from sync.store.migrate import upgrade  # noqa: E402
-
-from factories import RecordingChannel, make_settings  # noqa: E402
 
 get_settings.cache_clear()
 

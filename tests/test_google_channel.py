@@ -9,11 +9,10 @@ import pytest
 
 from factories import RecordingChannel, make_settings, session_data
 from sync import api, integrations
-from sync.crypto import new_key
+from sync.crypto import CredentialBox, new_key
 from sync.emulators.google import GoogleEmulator
 from sync.providers.google import GoogleChannel
 from sync.quota import MemoryQuota
-from sync.crypto import CredentialBox
 from sync.reconcile import reconcile
 from sync.runtime import Runtime
 from sync.store.db import Store
@@ -61,10 +60,6 @@ def connect_mentor(rt: Runtime, emu: GoogleEmulator) -> str:
 
 def book(rt: Runtime, **overrides) -> None:
     assert api.upsert_session(session_data(**overrides), rt=rt, enqueue=False).ok
-
-
-def api_writes(emu: GoogleEmulator) -> list:
-    return [r for r in emu.request_log if getattr(r, "kind", None) == "api" or (isinstance(r, dict) and r.get("kind") == "api")]
 
 
 def test_mixed_session_gives_one_event_and_one_invite_and_no_google_email(rt, emu, email):

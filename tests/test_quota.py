@@ -94,7 +94,8 @@ def test_waiting_for_quota_costs_no_placement_attempt(sqlite_url):
     # Given a channel that finds our own quota spent three times in a row
     channel = RecordingChannel()
     channel.fail_with = [Throttled("quota", retry_after=2.0)] * 3
-    rt = Runtime(make_settings(sqlite_url, max_attempts=2), Store(sqlite_url), channels=lambda s, st: {"email": channel})
+    rt = Runtime(make_settings(sqlite_url, max_attempts=2), Store(sqlite_url),
+                 channels=lambda s, st: {"email": channel})
     api.upsert_session(session_data(participants=session_data()["participants"][:1]), rt=rt, enqueue=False)
     # When the worker keeps coming back
     reports = [reconcile(rt, "sess-42") for _ in range(4)]

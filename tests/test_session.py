@@ -54,7 +54,8 @@ def test_not_an_object():
 
 
 def test_agenda_html_is_cleaned_not_rejected():
-    s = parse_session(session_data(agenda_html='<p onclick="x">Hi <a href="javascript:alert(1)">me</a></p><script>y</script>'))
+    html = '<p onclick="x">Hi <a href="javascript:alert(1)">me</a></p><script>y</script>'
+    s = parse_session(session_data(agenda_html=html))
     assert s.agenda_html == '<p>Hi <a rel="noopener noreferrer">me</a></p>'
 
 

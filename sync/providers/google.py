@@ -15,7 +15,6 @@ created twice.
 from __future__ import annotations
 
 import hashlib
-import socket
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -93,7 +92,7 @@ def classify(exc: Exception, *, what: str) -> Exception:
         if status == 401 or (status == 403 and reason in GRANT_REASONS):
             return AuthError(label, status=status)
         return PermanentError(label, status=status)
-    if isinstance(exc, (TimeoutError, socket.timeout, ConnectionError, TransportError, httplib2.HttpLib2Error, OSError)):
+    if isinstance(exc, (TimeoutError, ConnectionError, TransportError, httplib2.HttpLib2Error, OSError)):
         return TransientError(f"Google unreachable while {what}: {type(exc).__name__}")
     if isinstance(exc, ValueError):  # a body that is not JSON
         return TransientError(f"Google answered something that is not JSON while {what}")
@@ -129,10 +128,11 @@ class GoogleChannel:
             if cached is not None and cached.fingerprint == fingerprint:
                 return cached
         secret = self.box.open(blob)
+        client_secret = self.settings.google_client_secret
         creds = Credentials(
             token=None, refresh_token=secret.get("refresh_token"), token_uri=self.settings.google_token_url,
             client_id=self.settings.google_client_id,
-            client_secret=self.settings.google_client_secret.get_secret_value() if self.settings.google_client_secret else None,
+            client_secret=client_secret.get_secret_value() if client_secret else None,
         )
         acc = _Account(integration_id, account, calendar, creds, fingerprint)
         with self._lock:

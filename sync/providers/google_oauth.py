@@ -75,7 +75,8 @@ def exchange_code(settings: Settings, state: State, code: str, verifier: str) ->
     if resp.status_code != 200:
         raise AuthError(f"Google refused the code: {body.get('error', resp.status_code)}", status=resp.status_code)
     if not body.get("refresh_token"):
-        raise AuthError("Google returned no refresh token; remove calsync's access in the Google account and connect again")
+        raise AuthError("Google returned no refresh token; remove calsync's access in the Google account "
+                        "and connect again")
     email = _email_from_id_token(body.get("id_token")) or _userinfo_email(settings, body.get("access_token"))
     return Grant(body["refresh_token"], email)
 

@@ -9,7 +9,6 @@ from sqlalchemy.orm import Session as Db
 
 from sync.store.models import Integration
 
-
 #: Statuses whose credentials still work: ``disconnecting`` routes the person to
 #: email but can still delete the events it placed.
 USABLE = ("active", "disconnecting")

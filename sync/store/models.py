@@ -9,7 +9,6 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     ForeignKey,
-    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
+
 from sync.store.db import engine_for
 from sync.store.models import Base
 
