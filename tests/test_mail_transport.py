@@ -16,6 +16,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
+from smtpserver import free_port
 from sync.errors import ConfigError, PermanentError, TransientError
 from sync.mail_transport import (
     FileTransport,
@@ -28,13 +29,6 @@ SENDER = "sessions@calsync.example"
 RECIPIENT = "mentee@example.com"
 USER, PASSWORD = "calsync", "s3cr:t/p@ss word"
 PASSWORD_IN_URL = "s3cr%3At%2Fp%40ss%20word"
-
-
-def free_port() -> int:
-    # aiosmtpd cannot be given port 0: its readiness probe connects to the port it was given.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
