@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sync.apply import apply
-from sync.plan import Action, Desired, Kind, plan
-from sync.render import Recipient, RenderedEvent, render
+from sync.desired import plan_session
+from sync.plan import Action, Kind
 from sync.runtime import Runtime
-from sync.session import Participant, Session
+from sync.session import Session
 from sync.store import integrations, placements, sessions
 
 #: How many times one reconcile re-plans after a person's channel died mid-run.
@@ -54,24 +54,11 @@ def snapshot(rt: Runtime, session_id: str, *, retry_failed: bool = False) -> Sna
         if session is None or row is None:
             return None
         recs = [placements.recorded(p) for p in placements.for_session(db, session_id)]
-        usable = integrations.usable_for(db, [p.user_id for p in session.participants] + [r.user_id for r in recs])
+        people = [p.user_id for p in session.participants] + [r.user_id for r in recs]
+        usable = integrations.usable(db, people)
         revision = row.revision
-    # (person, channel) → integration whose credentials work; an active one is also the person's route.
-    creds = {(i.user_id, i.provider): i.id for i in usable if rt.channel(i.provider) is not None}
-    routes = {i.user_id: i.provider for i in usable if i.status == "active" and (i.user_id, i.provider) in creds}
-    cancelled = session.status == "cancelled"
-    desired = [] if cancelled else [
-        Desired(p.user_id, routes.get(p.user_id, "email"), render(session, p)) for p in session.participants
-    ]
-
-    def render_for(r: Recipient) -> RenderedEvent:
-        return render(session, Participant(user_id=r.user_id, email=r.email, name=r.name, timezone=r.timezone))
-
-    # A live copy behind credentials that died cannot be withdrawn; it stays
-    # until the person reconnects, and the planner must not try.
-    reachable = [r for r in recs if r.channel == "email" or not r.live or (r.user_id, r.channel) in creds]
-    actions = plan(desired, reachable, render_for, cancelled=cancelled, retry_failed=retry_failed)
-    return Snapshot(session, revision, actions, creds)
+    planned = plan_session(session, recs, usable, rt.channels, retry_failed=retry_failed)
+    return Snapshot(session, revision, planned.actions, planned.integration_ids)
 
 
 def reconcile(rt: Runtime, session_id: str, *, retry_failed: bool = False) -> Report:

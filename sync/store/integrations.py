@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session as Db
 
+from sync.desired import Usable
 from sync.store.models import Integration
 
 #: Statuses whose credentials still work: ``disconnecting`` routes the person to
@@ -14,15 +15,16 @@ from sync.store.models import Integration
 USABLE = ("active", "disconnecting")
 
 
-def usable_for(db: Db, user_ids: Iterable[str]) -> list[Integration]:
+def usable(db: Db, user_ids: Iterable[str]) -> list[Usable]:
     """Integrations of these people whose credentials may be used."""
     ids = list(set(user_ids))
     if not ids:
         return []
-    return list(db.scalars(
-        select(Integration).where(Integration.user_id.in_(ids), Integration.status.in_(USABLE))
-        .order_by(Integration.updated_at)
-    ))
+    rows = db.execute(
+        select(Integration.id, Integration.user_id, Integration.provider, Integration.status)
+        .where(Integration.user_id.in_(ids), Integration.status.in_(USABLE))
+    )
+    return [Usable(iid, uid, provider, status == "active") for iid, uid, provider, status in rows]
 
 
 def mark_needs_reconnect(db: Db, integration_id: int, reason: str) -> None:
