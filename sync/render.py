@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
 from datetime import datetime
 
 from sync.sanitize import html_to_text
@@ -23,6 +24,7 @@ UID_NAMESPACE = uuid.UUID("6b0e7c38-5a5e-4c53-9d0e-8c1f3d2f6a11")
 UID_DOMAIN = "calsync"
 
 
+@lru_cache(maxsize=65536)
 def session_uid(session_id: str) -> str:
     return f"{uuid.uuid5(UID_NAMESPACE, session_id)}@{UID_DOMAIN}"
 
@@ -64,22 +66,24 @@ class RenderedEvent:
         """One line for a calendar's location field: the place, the link, or both."""
         return " · ".join(p for p in (self.location, self.meeting_url) if p)
 
-    def _digest(self, fields: dict[str, object]) -> str:
-        blob = json.dumps(fields, sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()
+    @staticmethod
+    def _digest(values: list[object]) -> str:
+        return hashlib.sha256(json.dumps(values, default=str).encode()).hexdigest()
 
-    @property
+    # Hashed for every placement of every session a resync plans, hence flat
+    # lists (no asdict deep copies) and computed once per event.
+    @cached_property
     def content_hash(self) -> str:
-        fields = asdict(self)
-        del fields["version"]
-        return self._digest(fields)
+        r = self.recipient
+        return self._digest([
+            self.session_id, self.uid, self.title, self.program, self.start, self.end, self.timezone,
+            self.meeting_url, self.location, self.agenda_html, self.agenda_text, self.view_url, self.cancelled,
+            r.user_id, r.email, r.name, r.timezone,
+        ])
 
-    @property
+    @cached_property
     def material_hash(self) -> str:
-        return self._digest(
-            {"start": self.start, "end": self.end, "meeting_url": self.meeting_url,
-             "location": self.location, "cancelled": self.cancelled}
-        )
+        return self._digest([self.start, self.end, self.meeting_url, self.location, self.cancelled])
 
 
 def render(session: Session, participant: Participant) -> RenderedEvent:

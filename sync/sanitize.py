@@ -10,6 +10,7 @@ RFC 2047 encoded-word markers, because Python 3.11.7 still re-interprets
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from html.parser import HTMLParser
 
 import nh3
@@ -79,8 +80,11 @@ class _TextExtractor(HTMLParser):
         self.parts.append(data)
 
 
+@lru_cache(maxsize=1024)
 def html_to_text(html: str) -> str:
-    """Plain-text rendering of sanitised HTML for DESCRIPTION and text/plain bodies."""
+    """Plain-text rendering of sanitised HTML for DESCRIPTION and text/plain bodies.
+
+    Cached: every participant of a session renders the same agenda."""
     parser = _TextExtractor()
     parser.feed(html)
     parser.close()
