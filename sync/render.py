@@ -12,8 +12,8 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
 from datetime import datetime
+from functools import cached_property, lru_cache
 
 from sync.sanitize import html_to_text
 from sync.session import Participant, Session
