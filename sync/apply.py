@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from sync import limits
 from sync.channels import Target
-from sync.errors import AuthError, PermanentError, TransientError
+from sync.errors import AuthError, EventGone, PermanentError, TransientError
 from sync.plan import Action, Kind
 from sync.quota import Throttled
 from sync.runtime import Runtime
@@ -49,6 +49,8 @@ def apply(rt: Runtime, session_id: str, revision: int, action: Action, integrati
         receipt = op(target, action.event)
     except AuthError as exc:
         return _auth_failed(rt, session_id, action, integration_id, str(exc))
+    except EventGone as exc:
+        return _drifted(rt, session_id, action, str(exc))
     except Throttled as exc:
         # Our own quota said wait: no attempt is spent, the placement just comes back later.
         return Outcome(ok=False, retry_in_ms=int((exc.retry_after or 1) * 1000), error=str(exc))
@@ -93,3 +95,13 @@ def _auth_failed(rt: Runtime, session_id: str, action: Action, integration_id: i
         row.last_error = error
         placements.log(db, session_id, action, "rerouted", error=error)
     return Outcome(ok=False, reroute=True, error=error)
+
+
+def _drifted(rt: Runtime, session_id: str, action: Action, error: str) -> Outcome:
+    with rt.store.tx() as db:
+        row = db.get(Placement, action.placement_id)
+        assert row is not None
+        row.live, row.external_id, row.state, row.last_error = False, None, "drift", error
+        row.content_hash = row.material_hash = None
+        placements.log(db, session_id, action, "drift", error=error)
+    return Outcome(ok=False, error=error)

@@ -42,6 +42,15 @@ class Settings(BaseSettings):
     ms_tenant: str = "common"
     ms_authority_url: str = "https://login.microsoftonline.com"
     graph_url: str = "https://graph.microsoft.com/v1.0"
+    ms_redirect_uri: str = "http://localhost:8765/oauth/outlook/callback"
+    #: CA bundle for the Microsoft endpoints (only needed for a private authority, e.g. the emulator).
+    ms_ca_bundle: str | None = None
+    #: Concurrent Graph requests per mailbox (Outlook allows 4).
+    outlook_max_concurrent: int = 4
+    #: Graph requests per mailbox per Outlook window (10,000 per 10 minutes).
+    outlook_quota_per_window: int = 10_000
+    #: Length of the Outlook quota window, in seconds.
+    outlook_quota_window_seconds: float = 600.0
 
     #: Attempts per placement before it is marked failed (each attempt is one send).
     max_attempts: int = 6

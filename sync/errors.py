@@ -75,3 +75,8 @@ class AuthError(PermanentError):
     The integration is marked ``needs_reconnect`` and the person falls back to
     emailed invites, so they keep getting every session.
     """
+
+
+class EventGone(ChannelError):
+    """The person deleted the event themselves. Recorded as drift (the copy is no
+    longer live), and the next resync or change of the session re-creates it."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -16,15 +17,15 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError
 from sqlalchemy import select
 
 from sync.crypto import CredentialBox
-from sync.errors import FieldError, InvalidInput, NotFound
+from sync.errors import AuthError, FieldError, InvalidInput, NotFound
 from sync.oauth_state import StateSigner
 from sync.runtime import Runtime
 from sync.store import sessions
 from sync.store.db import utcnow
-from sync.store.models import Integration, Person
+from sync.store.models import Integration, OAuthFlow, Person
 
 #: Providers with a channel in this release.
-PROVIDERS = ("google",)
+PROVIDERS = ("google", "outlook")
 
 
 class ImportedIntegration(BaseModel):
@@ -65,7 +66,7 @@ def _save(rt: Runtime, user_id: str, provider: str, account_email: str | None, c
                                                           Integration.status == "active")):
             other.status, other.status_reason = "disconnecting", f"replaced by {provider}"
         row.account_email = account_email or row.account_email
-        row.calendar_id = calendar_id or row.calendar_id or "primary"
+        row.calendar_id = calendar_id or row.calendar_id or ("primary" if provider == "google" else None)
         row.credentials = sealed
         row.status, row.status_reason, row.updated_at = "active", None, utcnow()
         db.flush()
@@ -86,6 +87,15 @@ class ImportResult:
     user_id: str | None
     ok: bool
     errors: tuple[FieldError, ...] = ()
+
+
+def _imported_secret(rt: Runtime, data: ImportedIntegration) -> tuple[dict[str, Any], str | None]:
+    if data.provider == "outlook":
+        from sync.providers import outlook_oauth
+
+        grant = outlook_oauth.from_refresh_token(rt.settings, data.refresh_token)
+        return {"token_cache": grant.token_cache}, grant.account_email
+    return {"refresh_token": data.refresh_token}, None
 
 
 def import_integrations(rt: Runtime, items: list[Any], enqueue: Callable[[str], None]) -> list[ImportResult]:
@@ -109,8 +119,12 @@ def import_integrations(rt: Runtime, items: list[Any], enqueue: Callable[[str], 
             results.append(ImportResult(i, uid if isinstance(uid, str) else None, False,
                                         tuple(FieldError(prefix + e.field, e.reason) for e in exc.errors)))
             continue
-        _save(rt, data.user_id, data.provider, data.account_email, data.calendar_id,
-              {"refresh_token": data.refresh_token})
+        try:
+            secret, account = _imported_secret(rt, data)
+        except AuthError as exc:
+            results.append(ImportResult(i, data.user_id, False, (FieldError(prefix + "refresh_token", str(exc)),)))
+            continue
+        _save(rt, data.user_id, data.provider, data.account_email or account, data.calendar_id, secret)
         resync_user(rt, data.user_id, enqueue)
         results.append(ImportResult(i, data.user_id, True))
     return results
@@ -120,36 +134,61 @@ def connect_url(rt: Runtime, user_id: str, provider: str) -> tuple[str, str]:
     """The consent URL to send the person to, and the state that identifies the flow."""
     if provider not in PROVIDERS:
         raise InvalidInput([FieldError("provider", f"must be one of {', '.join(PROVIDERS)}")])
-    from sync.providers import google_oauth
-
     sign = signer(rt)
     state = sign.sign(user_id, provider)
     with rt.store.tx() as db:
         person = db.get(Person, user_id)
-        hint = person.email if person else None
+        hint = person.email if person and person.email else None
+    if provider == "outlook":
+        from sync.providers import outlook_oauth
+
+        url, flow = outlook_oauth.start(rt.settings, state, hint)
+        st = sign.verify(state)
+        with rt.store.tx() as db:
+            db.add(OAuthFlow(state=state, user_id=user_id, provider=provider, flow=_box(rt).seal(flow),
+                             expires_at=datetime.fromtimestamp(st.expires, timezone.utc)))
+        return url, state
+    from sync.providers import google_oauth
+
     return google_oauth.consent_url(rt.settings, state, sign.verifier(sign.verify(state)), hint), state
+
+
+def _callback(pasted: str, state: str | None) -> tuple[dict[str, str], str]:
+    pasted = pasted.strip()
+    if "://" in pasted or pasted.startswith("?"):
+        query = {k: v[0] for k, v in parse_qs(urlparse(pasted).query).items()}
+        if "error" in query:
+            raise InvalidInput([FieldError("callback", f"consent refused: {query['error']}")])
+    else:
+        query = {"code": pasted}
+    query.setdefault("state", state or "")
+    if not query.get("code") or not query["state"]:
+        raise InvalidInput([FieldError("callback", "needs the code and state from the redirected URL")])
+    return query, query["state"]
 
 
 def complete_connect(rt: Runtime, pasted: str, enqueue: Callable[[str], None], *, state: str | None = None) -> int:
     """Finish a connect from the redirected URL (or a bare code with the state we issued)."""
-    from sync.providers import google_oauth
-
-    pasted = pasted.strip()
-    if "://" in pasted or pasted.startswith("?"):
-        query = parse_qs(urlparse(pasted).query)
-        if "error" in query:
-            raise InvalidInput([FieldError("callback", f"consent refused: {query['error'][0]}")])
-        code = (query.get("code") or [""])[0]
-        state = (query.get("state") or [state or ""])[0]
-    else:
-        code = pasted
-    if not code or not state:
-        raise InvalidInput([FieldError("callback", "needs the code and state from the redirected URL")])
+    query, state = _callback(pasted, state)
     sign = signer(rt)
     st = sign.verify(state)
-    grant = google_oauth.exchange_code(rt.settings, st, code, sign.verifier(st))
-    integration_id = _save(rt, st.user_id, st.provider, grant.account_email, None,
-                           {"refresh_token": grant.refresh_token})
+    if st.provider == "outlook":
+        from sync.providers import outlook_oauth
+
+        with rt.store.tx() as db:
+            row = db.get(OAuthFlow, state)
+            if row is None:
+                raise InvalidInput([FieldError("state", "no connect in progress for it (already used?)")])
+            flow = _box(rt).open(row.flow)
+            db.delete(row)
+        grant = outlook_oauth.finish(rt.settings, flow, query)
+        secret: dict[str, Any] = {"token_cache": grant.token_cache}
+    else:
+        from sync.providers import google_oauth
+
+        g = google_oauth.exchange_code(rt.settings, st, query["code"], sign.verifier(st))
+        grant, secret = g, {"refresh_token": g.refresh_token}
+    integration_id = _save(rt, st.user_id, st.provider, grant.account_email, None, secret)
     resync_user(rt, st.user_id, enqueue)
     return integration_id
 

@@ -30,12 +30,19 @@ def default_channels(settings: Settings, store: Store) -> dict[str, Channel]:
 
     transport = transport_from_url(settings.require("smtp_url"), timeout=settings.io_timeout_seconds)
     channels: dict[str, Channel] = {"email": EmailChannel(store, transport, settings.require("mail_from"))}
-    if settings.google_client_id:
+    if settings.google_client_id or settings.ms_client_id:
         from sync.crypto import CredentialBox
-        from sync.providers.google import GoogleChannel
 
         box = CredentialBox([k.get_secret_value() for k in settings.secret_keys])
-        channels["google"] = GoogleChannel(settings, store, box, quota_backend(settings))
+        shared = quota_backend(settings)
+        if settings.google_client_id:
+            from sync.providers.google import GoogleChannel
+
+            channels["google"] = GoogleChannel(settings, store, box, shared)
+        if settings.ms_client_id:
+            from sync.providers.outlook import OutlookChannel
+
+            channels["outlook"] = OutlookChannel(settings, store, box, shared)
     return channels
 
 

@@ -179,3 +179,20 @@ class SyncLog(Base):
     action: Mapped[str] = mapped_column(String(32))
     result: Mapped[str] = mapped_column(String(16))
     detail: Mapped[dict | None] = mapped_column(JSON)
+
+
+class OAuthFlow(Base):
+    """A consent in progress, bound to the person by its signed state.
+
+    MSAL's auth-code flow carries the PKCE verifier and nonce, so it must be
+    kept server-side between the consent URL and the callback; it is sealed
+    like any credential and removed once used.
+    """
+
+    __tablename__ = "oauth_flows"
+
+    state: Mapped[str] = mapped_column(String(512), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(200))
+    provider: Mapped[str] = mapped_column(String(16))
+    flow: Mapped[bytes] = mapped_column(LargeBinary)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

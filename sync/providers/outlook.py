@@ -1,0 +1,240 @@
+"""The Outlook channel: Microsoft Graph through msal and requests.
+
+Tokens live in one MSAL ``SerializableTokenCache`` per person, sealed with
+the Fernet keys and written back only when MSAL changed it. Every Graph call
+first takes one of the mailbox's four concurrency slots and a place in its
+10,000-per-10-minutes window, shared across worker processes through Redis,
+so Outlook has no reason to throttle us.
+
+Creates are idempotent twice over: a deterministic ``transactionId`` lets
+Graph drop a repeated POST, and before creating again after a lost answer the
+event is looked up by its extended-property tag.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import msal
+import requests
+
+from sync import quota
+from sync.channels import Receipt, Target
+from sync.config import Settings
+from sync.crypto import CredentialBox
+from sync.errors import AuthError, EventGone, PermanentError, TransientError
+from sync.limits import parse_retry_after
+from sync.pinned_ca import session_trusting
+from sync.providers.outlook_events import for_create, tag_filter, to_graph
+from sync.render import RenderedEvent
+from sync.store.db import Store
+from sync.store.models import Integration
+
+#: Delegated permission calsync asks for; MSAL adds openid, profile and offline_access.
+SCOPES = ["Calendars.ReadWrite"]
+#: AAD error codes that mean the grant is dead and only the person can revive it.
+DEAD_GRANT = ("invalid_grant", "interaction_required", "consent_required", "invalid_client", "unauthorized_client")
+
+
+def new_app(settings: Settings, session: requests.Session, http_cache: dict[str, Any],
+            cache: msal.SerializableTokenCache | None = None) -> msal.ConfidentialClientApplication:
+    secret = settings.ms_client_secret.get_secret_value() if settings.ms_client_secret else None
+    private = not settings.ms_authority_url.startswith("https://login.microsoftonline.com")
+    return msal.ConfidentialClientApplication(
+        settings.require("ms_client_id"), client_credential=secret,
+        authority=f"{settings.ms_authority_url.rstrip('/')}/{settings.ms_tenant}",
+        token_cache=cache, http_client=session, http_cache=http_cache,
+        # A private authority (the emulator) is not in Microsoft's instance list.
+        instance_discovery=False if private else None,
+    )
+
+
+def http_session(settings: Settings) -> requests.Session:
+    return session_trusting(settings.ms_ca_bundle)
+
+
+def auth_failure(result: dict[str, Any] | None, what: str) -> Exception:
+    """Map an MSAL error result onto calsync's errors."""
+    if not result:
+        return AuthError(f"no Microsoft account in the token cache while {what}")
+    error = str(result.get("error", "unknown"))
+    codes = result.get("error_codes") or []
+    label = f"Microsoft {error}{' AADSTS' + str(codes[0]) if codes else ''} while {what}"
+    if error in DEAD_GRANT:
+        return AuthError(label)
+    return TransientError(label)
+
+
+@dataclass
+class _Mailbox:
+    integration_id: int
+    account: str
+    calendar_id: str | None
+    app: msal.ConfidentialClientApplication
+    cache: msal.SerializableTokenCache
+    lock: threading.Lock
+
+
+class OutlookChannel:
+    name = "outlook"
+
+    def __init__(self, settings: Settings, store: Store, box: CredentialBox, quota_backend: quota.QuotaBackend) -> None:
+        self.settings = settings
+        self.store = store
+        self.box = box
+        self.quota = quota_backend
+        self.http = http_session(settings)
+        self.http_cache: dict[str, Any] = {}
+        self._mailboxes: dict[tuple[int, bytes], _Mailbox] = {}
+        self._lock = threading.Lock()
+
+    # -- tokens ------------------------------------------------------------------------------
+
+    def _mailbox(self, integration_id: int | None) -> _Mailbox:
+        if integration_id is None:
+            raise PermanentError("no Outlook integration given for this placement")
+        with self.store.tx() as db:
+            row = db.get(Integration, integration_id)
+            if row is None:
+                raise AuthError("the Outlook integration was removed")
+            blob, account, calendar = row.credentials, row.account_email or row.user_id, row.calendar_id
+        with self._lock:
+            for (iid, seen), box in self._mailboxes.items():
+                if iid == integration_id and seen == blob:
+                    return box
+        secret = self.box.open(blob)
+        cache = msal.SerializableTokenCache()
+        try:
+            cache.deserialize(secret["token_cache"])
+        except (KeyError, ValueError, TypeError):
+            raise AuthError("stored Outlook token cache is unreadable; the person must reconnect") from None
+        mailbox = _Mailbox(integration_id, account, calendar,
+                           new_app(self.settings, self.http, self.http_cache, cache), cache, threading.Lock())
+        with self._lock:
+            self._mailboxes = {k: v for k, v in self._mailboxes.items() if k[0] != integration_id}
+            self._mailboxes[(integration_id, blob)] = mailbox
+        return mailbox
+
+    def _token(self, mb: _Mailbox, *, force: bool = False) -> str:
+        with mb.lock:
+            accounts = mb.app.get_accounts()
+            if not accounts:
+                raise auth_failure(None, "refreshing the token")
+            try:
+                result = mb.app.acquire_token_silent_with_error(SCOPES, accounts[0], force_refresh=force)
+            except (requests.RequestException, ValueError) as exc:
+                raise TransientError(f"Microsoft identity platform unreachable: {type(exc).__name__}") from None
+            if not result or "access_token" not in result:
+                raise auth_failure(result, "refreshing the token")
+            if mb.cache.has_state_changed:
+                self._save_cache(mb)
+            return str(result["access_token"])
+
+    def _save_cache(self, mb: _Mailbox) -> None:
+        sealed = self.box.seal({"token_cache": mb.cache.serialize()})
+        with self.store.tx() as db:
+            row = db.get(Integration, mb.integration_id)
+            if row is not None:
+                row.credentials = sealed
+        mb.cache.has_state_changed = False
+        with self._lock:
+            self._mailboxes = {k: v for k, v in self._mailboxes.items() if k[0] != mb.integration_id}
+            self._mailboxes[(mb.integration_id, sealed)] = mb
+
+    # -- Graph -------------------------------------------------------------------------------
+
+    def _events_path(self, mb: _Mailbox) -> str:
+        base = self.settings.graph_url.rstrip("/") + "/me"
+        return f"{base}/calendars/{mb.calendar_id}/events" if mb.calendar_id else f"{base}/events"
+
+    def _call(self, mb: _Mailbox, method: str, url: str, what: str, **kwargs: Any) -> requests.Response:
+        s = self.settings
+        key = f"outlook:{mb.account}"
+        quota.acquire(self.quota, [quota.Window(key, s.outlook_quota_per_window, s.outlook_quota_window_seconds)])
+        for attempt in (0, 1):
+            headers = {"Authorization": f"Bearer {self._token(mb, force=attempt == 1)}",
+                       "Prefer": 'IdType="ImmutableId"'}
+            with quota.slot(self.quota, key, s.outlook_max_concurrent):
+                try:
+                    resp = self.http.request(method, url, headers=headers, timeout=s.io_timeout_seconds, **kwargs)
+                except requests.RequestException as exc:
+                    raise TransientError(f"Graph unreachable while {what}: {type(exc).__name__}") from None
+            if resp.status_code != 401:
+                break
+        if resp.status_code >= 400:
+            raise self._error(resp, what)
+        return resp
+
+    @staticmethod
+    def _error(resp: requests.Response, what: str) -> Exception:
+        status = resp.status_code
+        try:
+            code = str(resp.json().get("error", {}).get("code", ""))
+        except (ValueError, AttributeError):
+            code = ""
+        label = f"Graph {status}{' ' + code if code else ''} while {what}"
+        if status in (429, 503) or status >= 500:
+            return TransientError(label, retry_after=parse_retry_after(resp.headers.get("Retry-After")), status=status)
+        if status in (401, 403):
+            return AuthError(label, status=status)
+        if status == 404 and code in ("MailboxNotEnabledForRESTAPI", "ErrorInvalidUser", "ResourceNotFound",
+                                      "ErrorNonExistentMailbox"):
+            return AuthError(label, status=status)
+        return PermanentError(label, status=status)
+
+    @staticmethod
+    def _json(resp: requests.Response, what: str) -> dict[str, Any]:
+        try:
+            data = resp.json()
+        except ValueError:
+            raise TransientError(f"Graph answered something that is not JSON while {what}") from None
+        if not isinstance(data, dict):
+            raise TransientError(f"Graph answered something that is not an object while {what}")
+        return data
+
+    def _find(self, mb: _Mailbox, event: RenderedEvent) -> str | None:
+        resp = self._call(mb, "GET", self._events_path(mb), "looking the event up by its tag",
+                          params={"$filter": tag_filter(event.session_id, event.recipient.user_id), "$select": "id",
+                                  "$top": "2"})
+        found = self._json(resp, "looking the event up").get("value") or []
+        return str(found[0]["id"]) if found else None
+
+    # -- channel -----------------------------------------------------------------------------
+
+    def place(self, target: Target, event: RenderedEvent) -> Receipt:
+        mb = self._mailbox(target.integration_id)
+        if target.external_id:
+            try:
+                self._call(mb, "PATCH", f"{self._events_path(mb)}/{target.external_id}", "updating the event",
+                           json=to_graph(event))
+            except PermanentError as exc:
+                if exc.status == 404 and not isinstance(exc, AuthError):
+                    raise EventGone("the person deleted the event in Outlook; resync re-creates it") from None
+                raise
+            return Receipt(target.external_id, "updated")
+        # No recorded id: either a first create, or one whose answer was lost.
+        existing = self._find(mb, event)
+        if existing:
+            self._call(mb, "PATCH", f"{self._events_path(mb)}/{existing}", "updating the found event",
+                       json=to_graph(event))
+            return Receipt(existing, "found and updated")
+        resp = self._call(mb, "POST", self._events_path(mb), "creating the event", json=for_create(event))
+        created = self._json(resp, "creating the event")
+        if "id" not in created:
+            raise TransientError("Graph answered a create without an event id")
+        return Receipt(str(created["id"]), "created")
+
+    def withdraw(self, target: Target, event: RenderedEvent) -> Receipt:
+        mb = self._mailbox(target.integration_id)
+        eid = target.external_id or self._find(mb, event)
+        if not eid:
+            return Receipt(None, "nothing to delete")
+        try:
+            self._call(mb, "DELETE", f"{self._events_path(mb)}/{eid}", "deleting the event")
+        except PermanentError as exc:
+            if exc.status in (404, 410) and not isinstance(exc, AuthError):
+                return Receipt(eid, "already gone")
+            raise
+        return Receipt(eid, "deleted")

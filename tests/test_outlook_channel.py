@@ -1,0 +1,302 @@
+"""The Outlook channel through the real msal and requests against the local Graph emulator."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import requests
+
+from factories import RecordingChannel, make_settings, session_data
+from sync import api, integrations
+from sync.crypto import CredentialBox, new_key
+from sync.emulators.graph import GraphEmulator
+from sync.providers.outlook import OutlookChannel
+from sync.quota import MemoryQuota
+from sync.reconcile import reconcile
+from sync.runtime import Runtime
+from sync.store.db import Store
+from sync.store.models import Integration
+
+MENTEE = "mentee@contoso.com"
+
+
+@pytest.fixture
+def emu():
+    with GraphEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def email() -> RecordingChannel:
+    return RecordingChannel("email")
+
+
+def outlook_runtime(db_url: str, emu: GraphEmulator, email: RecordingChannel, quota=None, **overrides) -> Runtime:
+    settings = make_settings(
+        db_url, ms_client_id="calsync-test", ms_client_secret="s3cret", ms_tenant="common",
+        ms_authority_url=emu.authority_url, graph_url=emu.graph_url, ms_ca_bundle=emu.ca_file,
+        secret_keys=new_key(), io_timeout_seconds=2.0, **overrides)
+    shared = quota or MemoryQuota()
+    return Runtime(settings, Store(db_url), channels=lambda s, st: {
+        "email": email,
+        "outlook": OutlookChannel(s, st, CredentialBox([k.get_secret_value() for k in s.secret_keys]), shared),
+    })
+
+
+@pytest.fixture
+def rt(sqlite_url: str, emu: GraphEmulator, email: RecordingChannel) -> Runtime:
+    return outlook_runtime(sqlite_url, emu, email)
+
+
+def connect_mentee(rt: Runtime, emu: GraphEmulator, user_id: str = "u-2", address: str = MENTEE) -> None:
+    token = emu.add_user(address)
+    [result] = integrations.import_integrations(rt, [{
+        "user_id": user_id, "provider": "outlook", "account_email": address, "calendar_id": None,
+        "refresh_token": token}], enqueue=lambda sid: None)
+    assert result.ok, result
+
+
+def book(rt: Runtime, **overrides) -> None:
+    assert api.upsert_session(session_data(**overrides), rt=rt, enqueue=False).ok
+
+
+def placement(rt: Runtime, user_id: str = "u-2"):
+    return {p.user_id: p for p in api.get_session("sess-42", rt=rt).placements if p.channel != "email"}[user_id]
+
+
+def graph_calls(emu: GraphEmulator) -> list[tuple[str, int]]:
+    return [(r.method, r.status) for r in emu.requests(kind="api")]
+
+
+def test_import_keeps_the_msal_cache_not_the_raw_token(rt, emu, email):
+    token = emu.add_user(MENTEE)
+    integrations.import_integrations(rt, [{"user_id": "u-2", "provider": "outlook", "refresh_token": token}],
+                                     enqueue=lambda sid: None)
+    with rt.store.tx() as db:
+        row = db.query(Integration).one()
+        secret = rt.channel("outlook").box.open(row.credentials)
+        assert set(secret) == {"token_cache"} and token.encode() not in row.credentials
+        assert row.account_email == MENTEE
+
+
+def test_lifecycle_one_event_then_none_with_no_attendees(rt, emu, email):
+    # Given the mentee connected Outlook
+    connect_mentee(rt, emu)
+    book(rt)
+    reconcile(rt, "sess-42")
+    [event] = emu.events(MENTEE)
+    assert event["subject"] == "Session 2: Setting goals" and not event.get("attendees")
+    assert emu.count(has_attendees=True) == 0
+    # When rescheduled, then the agenda edited
+    book(rt, version=2, start="2026-12-01T17:00:00-05:00", end="2026-12-01T18:00:00-05:00")
+    reconcile(rt, "sess-42")
+    book(rt, version=3, start="2026-12-01T17:00:00-05:00", end="2026-12-01T18:00:00-05:00",
+         agenda_html="<p>Bring your goals</p>")
+    reconcile(rt, "sess-42")
+    [event] = emu.events(MENTEE)
+    assert event["start"]["dateTime"].startswith("2026-12-01T22:00:00")
+    assert "Bring your goals" in event["body"]["content"]
+    # Then an unchanged resync makes no call at all
+    emu.clear_log()
+    reconcile(rt, "sess-42")
+    assert graph_calls(emu) == []
+    # And cancelling removes the event; only the email-only mentor was mailed
+    api.cancel_session("sess-42", rt=rt, enqueue=False)
+    reconcile(rt, "sess-42")
+    assert emu.events(MENTEE) == []
+    assert {uid for _, uid, _ in email.ops()} == {"u-1"}
+
+
+def test_each_change_costs_one_call(rt, emu, email):
+    connect_mentee(rt, emu)
+    book(rt)
+    reconcile(rt, "sess-42")
+    emu.clear_log()
+    book(rt, version=2, title="Renamed")
+    reconcile(rt, "sess-42")
+    assert graph_calls(emu) == [("PATCH", 200)]
+
+
+@pytest.mark.parametrize(("status", "code", "retry_after"), [
+    (429, "TooManyRequests", "3"), (503, "ServiceUnavailable", "2"), (500, "InternalServerError", None),
+    (504, "GatewayTimeout", None)])
+def test_throttling_and_server_errors_are_retried(rt, emu, email, status, code, retry_after):
+    connect_mentee(rt, emu)
+    book(rt)
+    emu.fail_next(1, status, code, retry_after=retry_after, method="POST")
+    report = reconcile(rt, "sess-42")
+    assert report.retry_in_ms is not None
+    if retry_after:
+        assert report.retry_in_ms >= int(retry_after) * 1000
+    assert placement(rt).state == "retrying" and str(status) in placement(rt).last_error
+    reconcile(rt, "sess-42")
+    assert len(emu.events(MENTEE)) == 1
+
+
+def test_timeout_is_retried(rt, emu, email):
+    connect_mentee(rt, emu)
+    book(rt)
+    emu.timeout_next(1, seconds=4, applied=False, method="POST")
+    assert reconcile(rt, "sess-42").retry_in_ms is not None
+    reconcile(rt, "sess-42")
+    assert len(emu.events(MENTEE)) == 1
+
+
+def test_lost_response_on_create_is_found_by_its_tag_not_created_twice(rt, emu, email):
+    connect_mentee(rt, emu)
+    book(rt)
+    emu.lose_next_response(1, method="POST")
+    assert reconcile(rt, "sess-42").retry_in_ms is not None
+    reconcile(rt, "sess-42")
+    assert len(emu.events(MENTEE)) == 1
+    assert placement(rt).external_id == emu.events(MENTEE)[0]["id"]
+
+
+def test_event_deleted_by_the_person_is_drift_and_resync_recreates_it(rt, emu, email):
+    connect_mentee(rt, emu)
+    book(rt)
+    reconcile(rt, "sess-42")
+    [event] = emu.events(MENTEE)
+    emu.delete_event(MENTEE, event["id"])
+    book(rt, version=2, title="Renamed")
+    reconcile(rt, "sess-42")
+    assert placement(rt).state == "drift" and emu.events(MENTEE) == []
+    reconcile(rt, "sess-42", retry_failed=True)
+    [again] = emu.events(MENTEE)
+    assert again["subject"] == "Renamed"
+
+
+def test_delete_of_a_missing_event_is_success(rt, emu, email):
+    connect_mentee(rt, emu)
+    book(rt)
+    reconcile(rt, "sess-42")
+    emu.delete_event(MENTEE, emu.events(MENTEE)[0]["id"])
+    api.cancel_session("sess-42", rt=rt, enqueue=False)
+    report = reconcile(rt, "sess-42")
+    assert not report.errors and placement(rt).state == "withdrawn"
+
+
+@pytest.mark.parametrize("kill", ["revoke", "expire_refresh", "require_interaction", "remove_consent"])
+def test_token_death_switches_to_email_and_reconnect_switches_back(rt, emu, email, kill):
+    connect_mentee(rt, emu)
+    book(rt)
+    reconcile(rt, "sess-42")
+    # Given the grant dies (revoked, expired, MFA required, consent withdrawn)
+    getattr(emu, kill)(MENTEE)
+    emu.expire_access_tokens(MENTEE)
+    book(rt, version=2, title="Renamed")
+    reconcile(rt, "sess-42")
+    # Then the mentee needs a reconnect and got an emailed invite in the same reconcile
+    rows = {r["user_id"]: r for r in integrations.list_integrations(rt)}
+    assert rows["u-2"]["status"] == "needs_reconnect"
+    assert ("place", "u-2", 0) in email.ops()
+    # When they reconnect
+    integrations.import_integrations(rt, [{"user_id": "u-2", "provider": "outlook",
+                                           "refresh_token": emu.issue_refresh_token(MENTEE)}],
+                                     enqueue=lambda sid: None)
+    reconcile(rt, "sess-42")
+    # Then the invite is cancelled and their one event shows the current title
+    assert email.ops()[-1][:2] == ("withdraw", "u-2")
+    [event] = emu.events(MENTEE)
+    assert event["subject"] == "Renamed"
+
+
+def test_unlicensed_mailbox_falls_back_to_email(rt, emu, email):
+    connect_mentee(rt, emu)
+    emu.set_licensed(MENTEE, False)
+    book(rt)
+    reconcile(rt, "sess-42")
+    rows = {r["user_id"]: r for r in integrations.list_integrations(rt)}
+    assert rows["u-2"]["status"] == "needs_reconnect" and "MailboxNotEnabledForRESTAPI" in rows["u-2"]["reason"]
+    assert ("place", "u-2", 0) in email.ops()
+
+
+def test_bad_request_fails_the_placement(rt, emu, email):
+    connect_mentee(rt, emu)
+    book(rt)
+    emu.fail_next(1, 400, "ErrorInvalidRequest", method="POST")
+    assert reconcile(rt, "sess-42").retry_in_ms is None
+    assert placement(rt).state == "failed" and "400" in placement(rt).last_error
+
+
+def test_answer_that_is_not_json_is_retried(rt, emu, email):
+    connect_mentee(rt, emu)
+    book(rt)
+    emu.fail_next(1, 201, body="<html>gateway</html>", content_type="text/html", method="POST")
+    assert reconcile(rt, "sess-42").retry_in_ms is not None
+
+
+def test_undecryptable_token_cache_falls_back_to_email(rt, emu, email):
+    connect_mentee(rt, emu)
+    with rt.store.tx() as db:
+        db.query(Integration).one().credentials = CredentialBox([new_key()]).seal({"token_cache": "{}"})
+    book(rt)
+    reconcile(rt, "sess-42")
+    assert integrations.list_integrations(rt)[0]["status"] == "needs_reconnect"
+    assert ("place", "u-2", 0) in email.ops()
+
+
+def test_never_more_than_four_requests_in_flight_per_mailbox(sqlite_url, emu, email):
+    # Given one mailbox in 12 sessions and 8 worker threads, with a slow Graph
+    rt = outlook_runtime(sqlite_url, emu, email)
+    connect_mentee(rt, emu)
+    for i in range(12):
+        assert api.upsert_session(session_data(id=f"s-{i}"), rt=rt, enqueue=False).ok
+    emu.latency = 0.15
+    threads = [threading.Thread(target=reconcile, args=(rt, f"s-{i}")) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    # Then Outlook never saw a fifth concurrent request, nor answered 429
+    assert emu.max_in_flight(MENTEE) <= 4
+    assert emu.count(status=429) == 0
+    assert len(emu.events(MENTEE)) == 12
+
+
+def test_connect_flow_through_msal_with_pkce(rt, emu, email):
+    emu.add_user(MENTEE)
+    url, state = integrations.connect_url(rt, "u-2", "outlook")
+    assert "code_challenge_method=S256" in url
+    redirect = emu.session().get(url, allow_redirects=False, timeout=5).headers["Location"]
+    integrations.complete_connect(rt, redirect, enqueue=lambda sid: None)
+    [row] = integrations.list_integrations(rt)
+    assert (row["status"], row["account_email"]) == ("active", MENTEE)
+    # The flow was single-use
+    with pytest.raises(Exception, match="state"):
+        integrations.complete_connect(rt, redirect, enqueue=lambda sid: None)
+
+
+def test_group_session_one_event_per_calendar_one_invite(sqlite_url, emu, email):
+    # Given a Google mentor, two Outlook members and one email-only member
+    from sync.emulators.google import GoogleEmulator
+    from sync.providers.google import GoogleChannel
+
+    with GoogleEmulator() as gemu:
+        settings = make_settings(
+            sqlite_url, ms_client_id="calsync-test", ms_client_secret="s3cret", ms_authority_url=emu.authority_url,
+            graph_url=emu.graph_url, ms_ca_bundle=emu.ca_file, google_client_id="g", google_client_secret="gs",
+            google_api_url=gemu.url, google_token_url=gemu.token_url, secret_keys=new_key())
+        box = CredentialBox([k.get_secret_value() for k in settings.secret_keys])
+        q = MemoryQuota()
+        rt = Runtime(settings, Store(sqlite_url), channels=lambda s, st: {
+            "email": email, "outlook": OutlookChannel(s, st, box, q), "google": GoogleChannel(s, st, box, q)})
+        people = [("m", "mentor@school.example.com"), ("a", "a@contoso.com"), ("b", "b@contoso.com"), ("c", "c@example.com")]
+        integrations.import_integrations(rt, [
+            {"user_id": "m", "provider": "google", "refresh_token": gemu.add_user("mentor@school.example.com")},
+            {"user_id": "a", "provider": "outlook", "refresh_token": emu.add_user("a@contoso.com")},
+            {"user_id": "b", "provider": "outlook", "refresh_token": emu.add_user("b@contoso.com")},
+        ], enqueue=lambda sid: None)
+        book(rt, participants=[{"user_id": u, "email": e} for u, e in people])
+        reconcile(rt, "sess-42")
+        # Then one event in each calendar and one invite, nothing more
+        assert len(gemu.events("mentor@school.example.com")) == 1
+        assert len(emu.events("a@contoso.com")) == 1 and len(emu.events("b@contoso.com")) == 1
+        assert email.ops() == [("place", "c", 0)]
+        assert gemu.count(has_attendees=True) == 0 and emu.count(has_attendees=True) == 0
+
+
+def test_requests_session_trusts_only_the_emulator_ca(emu):
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(emu.openid_configuration_url, timeout=5)
