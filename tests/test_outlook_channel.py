@@ -282,7 +282,8 @@ def test_group_session_one_event_per_calendar_one_invite(sqlite_url, emu, email)
         q = MemoryQuota()
         rt = Runtime(settings, Store(sqlite_url), channels=lambda s, st: {
             "email": email, "outlook": OutlookChannel(s, st, box, q), "google": GoogleChannel(s, st, box, q)})
-        people = [("m", "mentor@school.example.com"), ("a", "a@contoso.com"), ("b", "b@contoso.com"), ("c", "c@example.com")]
+        people = [("m", "mentor@school.example.com"), ("a", "a@contoso.com"), ("b", "b@contoso.com"),
+                  ("c", "c@example.com")]
         integrations.import_integrations(rt, [
             {"user_id": "m", "provider": "google", "refresh_token": gemu.add_user("mentor@school.example.com")},
             {"user_id": "a", "provider": "outlook", "refresh_token": emu.add_user("a@contoso.com")},

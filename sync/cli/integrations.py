@@ -13,7 +13,7 @@ from sync.cli.output import emit_json, json_option, table
 
 @click.group()
 def integrations() -> None:
-    """People's connected calendars (Google) and their health."""
+    """People's connected calendars (Google, Outlook) and their health."""
 
 
 def _enqueue(session_id: str) -> None:
@@ -24,7 +24,7 @@ def _enqueue(session_id: str) -> None:
 
 @integrations.command()
 @click.argument("user_id", metavar="USER")
-@click.argument("provider", type=click.Choice(["google"]))
+@click.argument("provider", type=click.Choice(["google", "outlook"]))
 @click.option("--callback", help="The redirected URL (or code), instead of pasting it at the prompt.")
 def connect(user_id: str, provider: str, callback: str | None) -> None:
     """Print the consent URL for USER, then take the redirected URL (or code) back.
