@@ -5,7 +5,8 @@ An emulator subclasses :class:`EmulatorServer` and implements :meth:`EmulatorSer
 The base class owns everything that is the same for Google and Microsoft Graph:
 
 - a real ``ThreadingHTTPServer`` on 127.0.0.1 in a background thread, HTTP/1.1 keep-alive
-  (httplib2 and requests reuse connections), port 0 = a free port;
+  (httplib2 and requests reuse connections), port 0 = a free port; optionally TLS
+  (``ssl_context=``; the handshake runs in the connection's thread, see :mod:`.tls`);
 - fault injection that a test queues and the next matching requests consume:
   ``fail_next`` (answer an error without touching state), ``lose_next_response`` (apply
   the request, then drop the connection unanswered), ``timeout_next`` (answer late);
@@ -21,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -195,6 +197,9 @@ class SlidingWindow:
             return 0
         return max(1, math.ceil(q[0] + self.window - now))
 
+    def keys(self) -> list[str]:
+        return list(self._hits)
+
     def clear(self) -> None:
         self._hits.clear()
 
@@ -209,16 +214,38 @@ class _Server(ThreadingHTTPServer):
         self.conn_lock = threading.Lock()
         super().__init__(addr, _Handler)
 
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, addr = super().get_request()
+        ctx = self.emulator.ssl_context
+        if ctx is not None:
+            # Handshake later, in the connection's own thread (_Handler.setup): a client that
+            # connects and stalls must not block the accept loop.
+            sock = ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, addr
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "calsync-emulator/1"
     server: _Server
 
+    _tls_failed = False
+
     def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            try:
+                self.request.settimeout(10)
+                self.request.do_handshake()
+                self.request.settimeout(None)
+            except (ssl.SSLError, OSError):  # e.g. a client that does not trust the test CA
+                self._tls_failed = True
         super().setup()
         with self.server.conn_lock:
             self.server.open_connections.add(self.connection)
+
+    def handle(self) -> None:
+        if not self._tls_failed:
+            super().handle()
 
     def finish(self) -> None:
         try:
@@ -308,9 +335,10 @@ class EmulatorServer:
     default_fault_kinds: frozenset[str] = frozenset({"api"})
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, start: bool = True,
-                 clock: Callable[[], float] | None = None) -> None:
+                 clock: Callable[[], float] | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
         self.host = host
         self._port = port
+        self.ssl_context = ssl_context  # set: serve https (fixed for the server's lifetime)
         self.lock = threading.RLock()
         self.clock: Callable[[], float] = clock or time.monotonic
         self.latency: float = 0.0
@@ -366,9 +394,13 @@ class EmulatorServer:
         return self._port
 
     @property
+    def scheme(self) -> str:
+        return "https" if self.ssl_context is not None else "http"
+
+    @property
     def url(self) -> str:
-        """Root URL with a trailing slash, e.g. ``http://127.0.0.1:PORT/``."""
-        return f"http://{self.host}:{self._port}/"
+        """Root URL with a trailing slash, e.g. ``http://127.0.0.1:PORT/`` (``https`` with TLS)."""
+        return f"{self.scheme}://{self.host}:{self._port}/"
 
     # ---- fault injection -------------------------------------------------------------------
 
@@ -490,13 +522,17 @@ class EmulatorServer:
             resp = None
         else:
             resp = self._route_safely(req)
+        self._record(req, resp, fault)
+        return resp, fault
+
+    def _record(self, req: Request, resp: Response | None, fault: Fault | None) -> None:
+        """Append one request to the log (subclasses that answer outside ``_process`` use it too)."""
         with self.lock:
             self._log.append(LoggedRequest(
                 time=self.clock(), method=req.method, path=req.path, query=req.query,
                 status=resp.status if resp is not None else None, account=req.account, kind=req.kind,
                 fault=fault.kind if fault is not None else None, info=dict(req.info),
             ))
-        return resp, fault
 
     def _route_safely(self, req: Request) -> Response:
         try:
