@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any
 
@@ -31,9 +32,10 @@ from sync import quota
 from sync.channels import Receipt, Target
 from sync.config import Settings
 from sync.crypto import CredentialBox
+from sync.drift import Observed
 from sync.errors import AuthError, PermanentError, TransientError
 from sync.limits import parse_retry_after
-from sync.providers.google_events import event_id, generation_of, to_google
+from sync.providers.google_events import TAG_SESSION, TAG_USER, event_id, generation_of, to_google
 from sync.render import RenderedEvent
 from sync.store.db import Store
 from sync.store.models import Integration
@@ -213,6 +215,25 @@ class GoogleChannel:
                     raise
         raise PermanentError(f"no free event id after {MAX_GENERATIONS} tries for {event.session_id}")
 
+    def inspect(self, target: Target, event: RenderedEvent) -> list[Observed]:
+        """Every copy of this placement on the calendar, found by its tag (one filter, as
+        Google's docs disagree on how several combine), deleted ones included."""
+        acc = self._account(target.integration_id)
+        request = self.service.events().list(
+            calendarId=acc.calendar_id, privateExtendedProperty=f"{TAG_SESSION}={event.session_id}",
+            showDeleted=True, maxResults=50)
+        items = self._execute(acc, request, "reading the calendar").get("items", [])
+        mine = [i for i in items if i.get("extendedProperties", {}).get("private", {}).get(TAG_USER)
+                == event.recipient.user_id]
+        return [observed(i) for i in mine]
+
+    def probe(self, integration_id: int) -> str:
+        """One cheap read: proves the token refreshes and the calendar answers."""
+        acc = self._account(integration_id)
+        self._execute(acc, self.service.events().list(calendarId=acc.calendar_id, maxResults=1),
+                      "reading the calendar")
+        return f"token ok; calendar {acc.calendar_id!r} of {acc.account} answers"
+
     def withdraw(self, target: Target, event: RenderedEvent) -> Receipt:
         # No recorded id means an insert whose answer was lost: it used the first id.
         eid = target.external_id or event_id(event.session_id, event.recipient.user_id)
@@ -230,3 +251,13 @@ class GoogleChannel:
 def _gone(exc: PermanentError) -> bool:
     """404 or 410: the event is not there (deleted by the person, or never created)."""
     return exc.status in (404, 410)
+
+
+def _utc(when: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(when["dateTime"].replace("Z", "+00:00")).astimezone(timezone.utc)
+
+
+def observed(item: dict[str, Any]) -> Observed:
+    return Observed(external_id=str(item["id"]), title=str(item.get("summary", "")), start=_utc(item["start"]),
+                    end=_utc(item["end"]), where=str(item.get("location", "")),
+                    cancelled=item.get("status") == "cancelled")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import msal
@@ -24,6 +25,7 @@ from sync import quota
 from sync.channels import Receipt, Target
 from sync.config import Settings
 from sync.crypto import CredentialBox
+from sync.drift import Observed
 from sync.errors import AuthError, EventGone, PermanentError, TransientError
 from sync.limits import parse_retry_after
 from sync.pinned_ca import session_trusting
@@ -124,8 +126,9 @@ class OutlookChannel:
                 raise auth_failure(None, "refreshing the token")
             try:
                 result = mb.app.acquire_token_silent_with_error(SCOPES, accounts[0], force_refresh=force)
-            except (requests.RequestException, ValueError) as exc:
-                raise TransientError(f"Microsoft identity platform unreachable: {type(exc).__name__}") from None
+            except (requests.RequestException, ValueError, msal.exceptions.MsalServiceError) as exc:
+                # MSAL raises (rather than returns) for a 5xx from the token endpoint.
+                raise TransientError(f"Microsoft identity platform unavailable: {type(exc).__name__}") from None
             if not result or "access_token" not in result:
                 raise auth_failure(result, "refreshing the token")
             if mb.cache.has_state_changed:
@@ -153,9 +156,10 @@ class OutlookChannel:
         s = self.settings
         key = f"outlook:{mb.account}"
         quota.acquire(self.quota, [quota.Window(key, s.outlook_quota_per_window, s.outlook_quota_window_seconds)])
+        extra = kwargs.pop("headers", {})
         for attempt in (0, 1):
-            headers = {"Authorization": f"Bearer {self._token(mb, force=attempt == 1)}",
-                       "Prefer": 'IdType="ImmutableId"'}
+            prefer = ", ".join(p for p in ('IdType="ImmutableId"', extra.get("Prefer")) if p)
+            headers = {"Authorization": f"Bearer {self._token(mb, force=attempt == 1)}", "Prefer": prefer}
             with quota.slot(self.quota, key, s.outlook_max_concurrent):
                 try:
                     resp = self.http.request(method, url, headers=headers, timeout=s.io_timeout_seconds, **kwargs)
@@ -193,6 +197,25 @@ class OutlookChannel:
         if not isinstance(data, dict):
             raise TransientError(f"Graph answered something that is not an object while {what}")
         return data
+
+    def inspect(self, target: Target, event: RenderedEvent) -> list[Observed]:
+        """Every copy of this placement in the mailbox, found by its tag."""
+        mb = self._mailbox(target.integration_id)
+        resp = self._call(mb, "GET", self._events_path(mb), "reading the calendar",
+                          params={"$filter": tag_filter(event.session_id, event.recipient.user_id), "$top": "50",
+                                  "$select": "id,subject,start,end,location,isCancelled"},
+                          headers={"Prefer": 'outlook.timezone="UTC"'})
+        return [observed(item) for item in self._json(resp, "reading the calendar").get("value", [])]
+
+    def probe(self, integration_id: int) -> str:
+        """One cheap read of the calendar itself, which also says whether we may write to it."""
+        mb = self._mailbox(integration_id)
+        base = self.settings.graph_url.rstrip("/") + "/me"
+        url = f"{base}/calendars/{mb.calendar_id}" if mb.calendar_id else f"{base}/calendar"
+        cal = self._json(self._call(mb, "GET", url, "reading the calendar"), "reading the calendar")
+        if cal.get("canEdit") is False:
+            raise AuthError(f"calendar of {mb.account} is read-only for calsync")
+        return f"token ok; calendar {cal.get('name', 'Calendar')!r} of {mb.account} is writable"
 
     def _find(self, mb: _Mailbox, event: RenderedEvent) -> str | None:
         resp = self._call(mb, "GET", self._events_path(mb), "looking the event up by its tag",
@@ -238,3 +261,13 @@ class OutlookChannel:
                 return Receipt(eid, "already gone")
             raise
         return Receipt(eid, "deleted")
+
+
+def observed(item: dict[str, Any]) -> Observed:
+    def utc(when: dict[str, str]) -> datetime:
+        # Asked for in UTC (Prefer: outlook.timezone); Graph writes 7 fractional digits.
+        return datetime.fromisoformat(when["dateTime"][:19]).replace(tzinfo=timezone.utc)
+
+    return Observed(external_id=str(item["id"]), title=str(item.get("subject", "")), start=utc(item["start"]),
+                    end=utc(item["end"]), where=str((item.get("location") or {}).get("displayName", "")),
+                    cancelled=bool(item.get("isCancelled")))
