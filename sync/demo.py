@@ -1,13 +1,16 @@
-"""The embedded end-to-end run behind ``calsync demo``: no servers, real invites on disk.
+"""The embedded end-to-end run behind ``calsync demo``: no servers, real invites and real events.
 
 A small mentoring program is booked and then changed the way a platform
 would change it — a reschedule, an agenda edit, a participant leaving, a
 cancellation — all through :mod:`sync.api`, with the in-process worker
-draining the queue after each step. The summary is read back from the
-``.eml`` files, so it shows what actually landed, not what the store believes.
+draining the queue after each step. Two people have connected Google
+Calendar (the local emulator in :mod:`sync.emulators.google`, a real HTTP
+server on 127.0.0.1 that the real google-api-python-client talks to); the
+others get emailed invites, written as ``.eml`` files. One of the two loses
+their Google access mid-run and reconnects later.
 
-Channels other than email join the demo by giving some people a connected
-calendar (against the local emulators) and a reader for what landed there.
+The summary is read back from what landed — the ``.eml`` files and the
+emulator's calendars — and compared with what the store believes.
 """
 
 from __future__ import annotations
@@ -16,21 +19,26 @@ import email
 import email.policy
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, time, timedelta
 from email.utils import getaddresses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from sync.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sync.emulators.google import GoogleEmulator
 
 #: Sender and ORGANIZER of the demo's invites (a reserved example domain).
 DEMO_MAIL_FROM = "sessions@calsync.example"
 
 PEOPLE: dict[str, dict[str, str]] = {
     "ada": {"user_id": "demo-ada", "email": "ada@example.com", "name": "Ada Lovelace", "role": "mentor"},
+    "margaret": {"user_id": "demo-margaret", "email": "margaret@example.com", "name": "Margaret Hamilton",
+                 "role": "mentor"},
     "alan": {"user_id": "demo-alan", "email": "alan@example.com", "name": "Alan Turing", "role": "mentee",
              "timezone": "Europe/London"},
     "grace": {"user_id": "demo-grace", "email": "grace@example.com", "name": "Grace Hopper", "role": "mentee",
@@ -38,6 +46,9 @@ PEOPLE: dict[str, dict[str, str]] = {
     "katherine": {"user_id": "demo-katherine", "email": "katherine@example.com", "name": "Katherine Johnson",
                   "role": "mentee"},
 }
+
+#: People who connected Google Calendar; everyone else gets emailed invites.
+ON_GOOGLE = ("ada", "alan")
 
 
 @dataclass(frozen=True)
@@ -60,16 +71,21 @@ class Invite:
 
 @dataclass(frozen=True)
 class Row:
-    """One person's copy of one session, as the store records it and as it landed."""
+    """One person's copy of one session through one channel: as the store records it, and as it landed."""
 
     person: str
     session_id: str
     channel: str
     state: str
-    method: str | None
-    sequence: int | None
-    files: int
-    history: str
+    #: What landed, in one line: the invites' METHOD:SEQUENCE history, or the event on the calendar now.
+    landed: str
+    method: str | None = None
+    sequence: int | None = None
+    files: int = 0
+    history: str = ""
+    event_id: str | None = None
+    event_start: str | None = None
+    event_summary: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,17 +95,37 @@ class Row:
 class Report:
     outbox: Path
     database: str
+    google_url: str | None = None
     steps: list[str] = field(default_factory=list)
     rows: list[Row] = field(default_factory=list)
+    integrations: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
 
-def use_embedded_defaults(out: Path) -> Path:
-    """Point calsync at a SQLite file and a file outbox in ``out``, whatever the environment says.
+def google_settings(emu: GoogleEmulator) -> dict[str, str]:
+    """CALSYNC_* variables that point the Google channel at a running emulator."""
+    from cryptography.fernet import Fernet
 
-    Must run before :mod:`sync.broker` is imported, because the broker is
-    chosen and the actors bound to it at import time. A previous demo's
-    database and invites in ``out`` are removed so each run starts clean.
+    return {
+        "CALSYNC_GOOGLE_CLIENT_ID": "calsync-demo",
+        "CALSYNC_GOOGLE_CLIENT_SECRET": "calsync-demo-secret",
+        "CALSYNC_GOOGLE_API_URL": emu.url,
+        "CALSYNC_GOOGLE_TOKEN_URL": emu.token_url,
+        "CALSYNC_GOOGLE_AUTH_URL": emu.auth_url,
+        "CALSYNC_GOOGLE_REVOKE_URL": emu.revoke_url,
+        "CALSYNC_GOOGLE_USERINFO_URL": emu.userinfo_url,
+        # A fresh key per run: the demo's tokens are the emulator's and die with it.
+        "CALSYNC_SECRET_KEYS": Fernet.generate_key().decode(),
+    }
+
+
+def use_embedded_defaults(out: Path, google: GoogleEmulator | None = None) -> Path:
+    """Point calsync at a SQLite file, a file outbox in ``out`` and (if given) the Google emulator.
+
+    Whatever the environment says is overridden for these. Must run before
+    :mod:`sync.broker` is imported, because the broker is chosen and the
+    actors bound to it at import time. A previous demo's database and
+    invites in ``out`` are removed so each run starts clean.
     """
     if "sync.broker" in sys.modules:
         from sync.broker import broker, is_embedded
@@ -109,6 +145,7 @@ def use_embedded_defaults(out: Path) -> Path:
         "CALSYNC_BROKER_URL": "memory://",
         "CALSYNC_SMTP_URL": outbox.as_uri(),
         "CALSYNC_MAIL_FROM": DEMO_MAIL_FROM,
+        **(google_settings(google) if google is not None else {}),
     })
     get_settings.cache_clear()
     set_runtime(None)
@@ -133,7 +170,7 @@ def _program(monday: date) -> dict[str, dict[str, Any]]:
 
     return {
         "kickoff": session("kickoff", "Kickoff: meet your cohort", 0, 10, "America/New_York",
-                           ["ada", "alan", "grace", "katherine"]),
+                           ["ada", "margaret", "alan", "grace", "katherine"]),
         "alan": session("alan-1", "Session 1: Setting goals", 1, 15, "America/New_York", ["ada", "alan"]),
         "grace": session("grace-1", "Session 1: Setting goals", 2, 12, "America/Chicago", ["ada", "grace"],
                          location="Room 4.2, Innovation Hub"),
@@ -144,48 +181,127 @@ def _next_version(data: dict[str, Any], **changes: Any) -> dict[str, Any]:
     return {**data, **changes, "version": data["version"] + 1}
 
 
-def run(out: Path, say: Callable[[str], None] = lambda _: None) -> Report:
-    """Run the whole demo in ``out``; ``say`` hears each step as it finishes."""
-    outbox = use_embedded_defaults(out)
+def _later(data: dict[str, Any], delta: timedelta) -> dict[str, str]:
+    return {k: (datetime.fromisoformat(data[k]) + delta).isoformat() for k in ("start", "end")}
 
-    from sync import api
-    from sync import tasks  # noqa: F401  (declares the actors before the worker starts)
+
+def run(out: Path, say: Callable[[str], None] = lambda _: None) -> Report:
+    """Run the whole demo in ``out``; ``say`` hears each step (and what it showed) as it finishes."""
+    from sync.emulators.google import GoogleEmulator
+
+    with GoogleEmulator() as emu:
+        return _run(out, emu, say)
+
+
+def _run(out: Path, emu: GoogleEmulator, say: Callable[[str], None]) -> Report:
+    outbox = use_embedded_defaults(out, emu)
+
+    from sync import api, integrations, tasks  # tasks declares the actors before the worker starts
     from sync.broker import QUEUE, broker, embedded_worker
     from sync.config import get_settings
+    from sync.runtime import get_runtime
     from sync.store.migrate import upgrade
 
     settings = get_settings()
     upgrade(settings.database_url)
-    report = Report(outbox=outbox, database=settings.database_url)
+    rt = get_runtime()
+    report = Report(outbox=outbox, database=settings.database_url, google_url=emu.url)
     program = _program(_next_monday())
+    alan_p = PEOPLE["alan"]
+    statuses: dict[str, list[str]] = {}  # each integration's status as it changed during the run
 
-    def step(description: str, action: Callable[[], object]) -> None:
+    def step(description: str, action: Callable[[], object], check: Callable[[], Iterable[str]] | None = None) -> None:
         action()
         # Drain before the next step, so each change reaches the calendars on its own
         # (one worker for the whole run: each dramatiq.Worker leaves a middleware on the broker).
         broker.join(QUEUE, fail_fast=False)  # type: ignore[attr-defined]
         report.steps.append(description)
         say(f"{len(report.steps)}. {description}")
+        for row in integrations.list_integrations(rt):
+            seen = statuses.setdefault(row["user_id"], [])
+            if not seen or seen[-1] != row["status"]:
+                seen.append(row["status"])
+        for line in check() if check else ():
+            say(f"   → {line}")
 
     def upsert(data: dict[str, Any]) -> None:
         result = api.upsert_session(data)
         if not result.ok:
             report.problems.append(f"{data['id']}: intake said {result.outcome}")
 
-    alan, grace, kickoff = program["alan"], program["grace"], program["kickoff"]
-    moved = {k: (datetime.fromisoformat(alan[k]) + timedelta(days=1)).isoformat() for k in ("start", "end")}
-    with embedded_worker(broker, settings.embedded_worker_threads):
-        step("booked a kickoff for the cohort and two one-to-ones",
-             lambda: [upsert(data) for data in program.values()])
-        step("rescheduled Alan's session one day later (REQUEST, SEQUENCE rises)",
-             lambda: upsert(_next_version(alan, **moved)))
-        step("edited the agenda of Grace's session (REQUEST, same SEQUENCE, newer DTSTAMP)",
-             lambda: upsert(_next_version(grace, agenda_html="<p>Bring your three goals</p><ul><li>A plan</li></ul>")))
-        step("Katherine left the kickoff (CANCEL to her alone)",
-             lambda: upsert(_next_version(kickoff, participants=kickoff["participants"][:3])))
-        step("cancelled Grace's session (CANCEL to both)", lambda: api.cancel_session(grace["id"]))
+    def connect(names: Iterable[str], tokens: dict[str, str]) -> None:
+        items = [{"user_id": PEOPLE[n]["user_id"], "provider": "google", "account_email": PEOPLE[n]["email"],
+                  "calendar_id": "primary", "refresh_token": tokens[n]} for n in names]
+        for result in integrations.import_integrations(rt, items, tasks.enqueue):
+            if not result.ok:
+                report.problems.append(f"import of {result.user_id}: {'; '.join(map(str, result.errors))}")
 
-    _summarise(report, [data["id"] for data in program.values()])
+    def integration_of(person: dict[str, str]) -> dict[str, Any]:
+        rows = [r for r in integrations.list_integrations(rt) if r["user_id"] == person["user_id"]]
+        return rows[0] if rows else {"status": "none", "reason": None}
+
+    def invites_to(person: dict[str, str], session_id: str) -> str:
+        uid = next(p.uid for p in api.get_session(session_id).placements)
+        mine = sorted((i for i in read_outbox(outbox) if i.recipient == person["email"] and i.uid == uid),
+                      key=lambda i: i.order)
+        return " → ".join(f"{i.method}:{i.sequence}" for i in mine) or "none"
+
+    def token_died() -> list[str]:
+        row = integration_of(alan_p)
+        mailed = invites_to(alan_p, "kickoff")
+        if row["status"] != "needs_reconnect":
+            report.problems.append(f"Alan's integration is {row['status']} after his token died, not needs_reconnect")
+        if not mailed.split(" → ")[-1].startswith("REQUEST"):
+            report.problems.append(f"Alan got no emailed kickoff invite after his token died ({mailed})")
+        stale = _events_for(emu, alan_p["email"], "kickoff")
+        return [f"Alan's Google integration: {row['status']} ({row['reason']})",
+                f"Alan's kickoff, in the same reconcile, went out by email instead: {mailed}",
+                f"his old Google copy stays at {_event_time(stale[0]) if stale else '(none)'} until he reconnects: "
+                "a dead token can neither move nor delete it"]
+
+    def reconnected(kickoff_start: str) -> list[str]:
+        row = integration_of(alan_p)
+        mailed = invites_to(alan_p, "kickoff")
+        events = _events_for(emu, alan_p["email"], "kickoff")
+        if row["status"] != "active":
+            report.problems.append(f"Alan's integration is {row['status']} after reconnecting, not active")
+        if not mailed.split(" → ")[-1].startswith("CANCEL"):
+            report.problems.append(f"Alan's emailed kickoff invite was not cancelled on reconnect ({mailed})")
+        if len(events) != 1 or not _same_instant(events[0]["start"]["dateTime"], kickoff_start):
+            report.problems.append(f"Alan's calendar holds {len(events)} kickoff event(s), not one at the new time")
+        shown = _event_line(events[0]) if events else "no event"
+        return [f"Alan's Google integration: {row['status']}",
+                f"his emailed kickoff invite was withdrawn: {mailed}",
+                f"and the kickoff is back on his Google calendar: {shown}"]
+
+    alan, grace, kickoff = program["alan"], program["grace"], program["kickoff"]
+    kickoff_v2 = _next_version(kickoff, **_later(kickoff, timedelta(hours=1)))
+    tokens = {name: emu.add_user(PEOPLE[name]["email"]) for name in ON_GOOGLE}
+    with embedded_worker(broker, settings.embedded_worker_threads):
+        step("Ada (mentor) and Alan (mentee) connected Google Calendar: their refresh tokens were imported",
+             lambda: connect(ON_GOOGLE, tokens))
+        step("booked a kickoff for the cohort and two one-to-ones (events for Ada and Alan, invites for the rest)",
+             lambda: [upsert(data) for data in program.values()])
+        step("rescheduled Alan's session one day later (both Google events move; no email)",
+             lambda: upsert(_next_version(alan, **_later(alan, timedelta(days=1)))))
+        step("edited the agenda of Grace's session (Ada's event updated; Grace: REQUEST, same SEQUENCE)",
+             lambda: upsert(_next_version(grace, agenda_html="<p>Bring your three goals</p><ul><li>A plan</li></ul>")))
+        emu.revoke(tokens["alan"])
+        say("   (meanwhile Alan removes calsync's access in his Google account: his refresh token is now dead)")
+        step("moved the kickoff an hour later", lambda: upsert(kickoff_v2), token_died)
+        step("Katherine left the kickoff (CANCEL to her alone)",
+             lambda: upsert(_next_version(kickoff_v2, participants=[
+                 p for p in kickoff_v2["participants"] if p is not PEOPLE["katherine"]])))
+        step("Alan reconnected Google Calendar (a fresh refresh token was imported)",
+             lambda: connect(["alan"], {"alan": emu.issue_refresh_token(alan_p["email"])}),
+             lambda: reconnected(kickoff_v2["start"]))
+        step("cancelled Grace's session (Ada's event deleted; CANCEL to Grace)",
+             lambda: api.cancel_session(grace["id"]))
+
+    _summarise(report, emu, [data["id"] for data in program.values()])
+    report.integrations = [{**{k: r[k] for k in ("user_id", "provider", "account_email", "status", "reason")},
+                            "history": " → ".join(statuses.get(r["user_id"], [r["status"]]))}
+                           for r in integrations.list_integrations(rt)]
     return report
 
 
@@ -215,25 +331,86 @@ def read_outbox(outbox: Path) -> list[Invite]:
     return invites
 
 
-def _summarise(report: Report, session_ids: list[str]) -> None:
+def _events_for(emu: GoogleEmulator, owner: str, session_id: str) -> list[dict[str, Any]]:
+    """Live events in ``owner``'s primary calendar that calsync tagged with this session."""
+    from sync.providers.google_events import TAG_SESSION
+
+    return [e for e in emu.events(owner)
+            if e.get("extendedProperties", {}).get("private", {}).get(TAG_SESSION) == session_id]
+
+
+def _same_instant(a: str, b: str | datetime) -> bool:
+    b_dt = b if isinstance(b, datetime) else datetime.fromisoformat(b)
+    return datetime.fromisoformat(a) == b_dt
+
+
+def _event_time(event: dict[str, Any]) -> str:
+    """An event's start as a calendar shows it: local time in the event's zone."""
+    start = datetime.fromisoformat(event["start"]["dateTime"])
+    zone = event["start"].get("timeZone")
+    if zone:
+        start = start.astimezone(ZoneInfo(zone))
+    return f"{start:%a %d %b %H:%M} {start.tzname()}"
+
+
+def _event_line(event: dict[str, Any]) -> str:
+    return f"{_event_time(event)} “{event.get('summary', '')}”"
+
+
+def _summarise(report: Report, emu: GoogleEmulator, session_ids: list[str]) -> None:
     from sync import api
 
     landed: dict[tuple[str, str], list[Invite]] = {}
     for invite in read_outbox(report.outbox):
         landed.setdefault((invite.recipient, invite.uid), []).append(invite)
     for session_id in session_ids:
-        for p in api.get_session(session_id).placements:
+        view = api.get_session(session_id)
+        session = view.session
+        participating = {p.user_id for p in session.participants} if session.status == "scheduled" else set()
+        for p in view.placements:
             person = p.recipient_name or p.recipient_email
-            invites = sorted(landed.get((p.recipient_email, p.uid), []), key=lambda i: i.order)
-            last = invites[-1] if invites else None
+            where = f"{person} / {session_id} / {p.channel}"
+            if p.state not in ("placed", "withdrawn"):
+                report.problems.append(f"{where}: placement is {p.state} ({p.last_error})")
+            if p.channel == "email":
+                invites = sorted(landed.get((p.recipient_email, p.uid), []), key=lambda i: i.order)
+                last = invites[-1] if invites else None
+                history = " → ".join(f"{i.method}:{i.sequence}" for i in invites)
+                report.rows.append(Row(
+                    person=person, session_id=session_id, channel=p.channel, state=p.state,
+                    landed=history or "nothing", method=last.method if last else None,
+                    sequence=last.sequence if last else None, files=len(invites), history=history,
+                ))
+                if last is None or last.sequence != p.sequence or last.method != ("REQUEST" if p.live else "CANCEL"):
+                    report.problems.append(f"{where}: the last invite on disk does not match the placement "
+                                           f"({p.state}, SEQUENCE {p.sequence})")
+                continue
+            # A calendar channel: what is on the person's calendar now, read back from the emulator.
+            events = _events_for(emu, p.recipient_email, session_id)
+            event = events[0] if len(events) == 1 else None
             report.rows.append(Row(
                 person=person, session_id=session_id, channel=p.channel, state=p.state,
-                method=last.method if last else None, sequence=last.sequence if last else None,
-                files=len(invites), history=" → ".join(f"{i.method}:{i.sequence}" for i in invites),
+                landed=_event_line(event) if event else ("no event (deleted)" if not events else
+                                                         f"{len(events)} events (duplicates!)"),
+                event_id=event["id"] if event else None,
+                event_start=event["start"]["dateTime"] if event else None,
+                event_summary=event.get("summary") if event else None,
             ))
-            if p.state not in ("placed", "withdrawn"):
-                report.problems.append(f"{person} / {session_id}: placement is {p.state} ({p.last_error})")
-            elif last is None or last.sequence != p.sequence or last.method != ("REQUEST" if p.live else "CANCEL"):
-                report.problems.append(f"{person} / {session_id}: the last invite on disk does not match "
-                                       f"the placement ({p.state}, SEQUENCE {p.sequence})")
-    report.rows.sort(key=lambda r: (r.person, r.session_id))
+            if p.live:
+                if event is None or event["id"] != p.external_id:
+                    report.problems.append(f"{where}: expected one event {p.external_id} on the calendar, "
+                                           f"found {[e['id'] for e in events]}")
+                elif not _same_instant(event["start"]["dateTime"], session.start) or event["summary"] != session.title:
+                    report.problems.append(f"{where}: the event on the calendar does not match the session "
+                                           f"({event['start']['dateTime']} “{event['summary']}”)")
+            elif events:
+                report.problems.append(f"{where}: withdrawn, yet {len(events)} event(s) are still on the calendar")
+        # One copy per person, never two: exactly one live placement per participant, none for the rest.
+        live: dict[str, int] = {}
+        for p in view.placements:
+            live[p.user_id] = live.get(p.user_id, 0) + (1 if p.state == "placed" else 0)
+        for user_id, count in live.items():
+            want = 1 if user_id in participating else 0
+            if count != want:
+                report.problems.append(f"{user_id} / {session_id}: {count} live copies, expected {want}")
+    report.rows.sort(key=lambda r: (r.person, r.session_id, r.channel))

@@ -249,21 +249,31 @@ def test_sweep_reports_nothing_lagging_after_delivery(run):
 
 def test_demo_prints_a_table_and_leaves_readable_invites(env, tmp_path: Path):
     # Given settings that point at servers that do not exist
-    env = {**env, "CALSYNC_BROKER_URL": "redis://127.0.0.1:1/0", "CALSYNC_DATABASE_URL": "postgresql://nowhere/x"}
+    env = {**env, "CALSYNC_BROKER_URL": "redis://127.0.0.1:1/0", "CALSYNC_DATABASE_URL": "postgresql://nowhere/x",
+           "CALSYNC_GOOGLE_API_URL": "http://127.0.0.1:1/", "CALSYNC_GOOGLE_TOKEN_URL": "http://127.0.0.1:1/token"}
     out = tmp_path / "demo"
     # When the demo runs
     result = calsync(env, tmp_path, "demo", "--out", str(out))
-    # Then it ignores them, runs embedded, and prints the summary table
+    # Then it ignores them, runs embedded with its own Google emulator, and prints the summary tables
     assert result.returncode == 0, result.stderr
-    header = next(line for line in result.stdout.splitlines() if line.startswith("person\t"))
-    assert header.split("\t") == ["person", "session", "channel", "state", "METHOD", "SEQ", ".eml", "history"]
+    lines = result.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("person\t"))
+    assert header.split("\t") == ["person", "session", "channel", "state", "what landed"]
+    assert next(line for line in lines if line.startswith("user\t")).split("\t")[:3] == ["user", "provider", "status"]
     assert str(out / "outbox") in result.stdout
-    # And every invite parses; the participant who left got a CANCEL, and only she did on that session
+    # And the step where Alan's token died shows him switched to email and needing a reconnect
+    assert any("needs_reconnect" in line and "invalid_grant" in line for line in lines)
+    # And every invite parses; the participant who left got a CANCEL, and those who stayed by email did not
+    # (Alan's CANCEL withdraws the invite he got while his token was dead, once he reconnected)
     sent = invites(out / "outbox")
     assert len(sent) >= 8
     left = {uid for to, method, uid, _ in sent if to == "katherine@example.com" and method == "CANCEL"}
     assert len(left) == 1
-    assert {to for to, method, uid, _ in sent if method == "CANCEL" and uid in left} == {"katherine@example.com"}
+    cancelled = {to for to, method, uid, _ in sent if method == "CANCEL" and uid in left}
+    assert cancelled == {"katherine@example.com", "alan@example.com"}
+    # And the people on Google got no invite at all, except Alan's kickoff while his token was dead
+    assert not [s for s in sent if s[0] == "ada@example.com"]
+    assert [method for to, method, *_ in sent if to == "alan@example.com"] == ["REQUEST", "CANCEL"]
     # When it runs again, as JSON
     again = calsync(env, tmp_path, "demo", "--out", str(out), "--json")
     # Then it starts from scratch and reports the same outcome
@@ -271,3 +281,9 @@ def test_demo_prints_a_table_and_leaves_readable_invites(env, tmp_path: Path):
     report = json.loads(again.stdout)
     assert report["problems"] == [] and len(invites(out / "outbox")) == len(sent)
     assert {r["state"] for r in report["rows"]} == {"placed", "withdrawn"}
+    # And what landed on the Google calendars was read back: Alan's kickoff is an event again
+    alan = {r["channel"]: r for r in report["rows"] if r["person"] == "Alan Turing" and r["session_id"] == "kickoff"}
+    assert alan["google"]["state"] == "placed" and alan["google"]["event_summary"] == "Kickoff: meet your cohort"
+    assert alan["email"]["state"] == "withdrawn" and alan["email"]["history"].endswith("CANCEL:1")
+    assert {i["user_id"]: (i["status"], i["history"]) for i in report["integrations"]} == {
+        "demo-ada": ("active", "active"), "demo-alan": ("active", "active → needs_reconnect → active")}
