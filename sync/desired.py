@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from sync.plan import Action, Desired, Recorded, plan
 from sync.render import Recipient, RenderedEvent, render
-from sync.session import Participant, Session
+from sync.session import Participant, SessionLike
 
 
 @dataclass(frozen=True)
@@ -32,14 +32,15 @@ class SessionPlan:
     integration_ids: dict[tuple[str, str], int]
 
 
-def plan_session(session: Session, recorded: Iterable[Recorded], usable: Iterable[Usable],
-                 channels: Collection[str], *, retry_failed: bool = False) -> SessionPlan:
+def plan_session(session: SessionLike, recorded: Iterable[Recorded], usable: Iterable[Usable],
+                 channels: Collection[str], *, revision: int = 0, retry_failed: bool = False) -> SessionPlan:
     recs = list(recorded)
     creds = {(u.user_id, u.provider): u.integration_id for u in usable if u.provider in channels}
     routes = {u.user_id: u.provider for u in usable if u.active and (u.user_id, u.provider) in creds}
     cancelled = session.status == "cancelled"
     desired = [] if cancelled else [
-        Desired(p.user_id, routes.get(p.user_id, "email"), render(session, p)) for p in session.participants
+        Desired(p.user_id, routes.get(p.user_id, "email"), render(session, p), revision)
+        for p in session.participants
     ]
 
     def render_for(r: Recipient) -> RenderedEvent:

@@ -28,6 +28,8 @@ class Desired:
     user_id: str
     channel: str
     event: RenderedEvent
+    #: The session revision the event was rendered from.
+    revision: int = 0
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class Recorded:
     material_hash: str | None
     external_id: str | None
     last_error: str | None = None
+    #: The session revision this copy was last placed from.
+    revision: int = 0
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,9 @@ def _place(want: Desired, rec: Recorded | None, retry_failed: bool) -> Action:
         return act(Kind.CREATE, 0, "new placement")
     if not rec.live:
         return act(Kind.CREATE, rec.sequence + 1, "placed again after a withdrawal")
-    if rec.state == "placed" and rec.content_hash == ev.content_hash:
+    # Placed from this very revision, it cannot differ: skip hashing, which is
+    # most of the cost when a resync plans a whole platform.
+    if rec.state == "placed" and (rec.revision == want.revision > 0 or rec.content_hash == ev.content_hash):
         return act(Kind.NOTHING, rec.sequence, "unchanged")
     if rec.material_hash != ev.material_hash:
         return act(Kind.UPDATE, rec.sequence + 1, "rescheduled or moved" if rec.material_hash else "placing again")

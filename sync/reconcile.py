@@ -57,7 +57,7 @@ def snapshot(rt: Runtime, session_id: str, *, retry_failed: bool = False) -> Sna
         people = [p.user_id for p in session.participants] + [r.user_id for r in recs]
         usable = integrations.usable(db, people)
         revision = row.revision
-    planned = plan_session(session, recs, usable, rt.channels, retry_failed=retry_failed)
+    planned = plan_session(session, recs, usable, rt.channels, revision=revision, retry_failed=retry_failed)
     return Snapshot(session, revision, planned.actions, planned.integration_ids)
 
 

@@ -16,7 +16,7 @@ from datetime import datetime
 from functools import cached_property, lru_cache
 
 from sync.sanitize import html_to_text
-from sync.session import Participant, Session
+from sync.session import ParticipantLike, SessionLike
 
 #: Namespace for invite UIDs: derived from the session id, so stable, and
 #: opaque, so no personal data sits in a UID.
@@ -86,7 +86,7 @@ class RenderedEvent:
         return self._digest([self.start, self.end, self.meeting_url, self.location, self.cancelled])
 
 
-def render(session: Session, participant: Participant) -> RenderedEvent:
+def render(session: SessionLike, participant: ParticipantLike) -> RenderedEvent:
     return RenderedEvent(
         session_id=session.id,
         uid=session_uid(session.id),
@@ -105,7 +105,7 @@ def render(session: Session, participant: Participant) -> RenderedEvent:
             user_id=participant.user_id,
             email=participant.email,
             name=participant.name,
-            timezone=session.participant_timezone(participant),
+            timezone=participant.timezone or session.timezone,
         ),
         version=session.version,
     )

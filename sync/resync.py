@@ -22,7 +22,8 @@ from sync.plan import Kind
 from sync.runtime import Runtime
 from sync.store import integrations, placements
 from sync.store.models import ParticipantRow, Placement, SessionRow
-from sync.store.sessions import to_model
+from sync.store.placements import PLANNED_COLUMNS
+from sync.store.sessions import COLUMNS, to_stored
 
 #: Sessions loaded per round trip while planning in bulk.
 CHUNK = 2000
@@ -64,24 +65,26 @@ def plan_many(rt: Runtime, ids: list[str], *, retry_failed: bool = True) -> Iter
         # Plain rows, not ORM objects: the planner only reads them, and building
         # identity-mapped instances would cost more than the planning itself.
         with rt.store.tx() as db:
-            sessions_t, parts_t, placements_t = SessionRow.__table__, ParticipantRow.__table__, Placement.__table__
-            rows = {r.id: r for r in db.execute(select(sessions_t).where(sessions_t.c.id.in_(chunk)))}
+            s_cols = [getattr(SessionRow, c) for c in ("id", "revision", *COLUMNS)]
+            rows = {r.id: r for r in db.execute(select(*s_cols).where(SessionRow.id.in_(chunk)))}
             parts: dict[str, list[Any]] = defaultdict(list)
-            for p in db.execute(select(parts_t).where(parts_t.c.session_id.in_(chunk))):
+            for p in db.execute(select(ParticipantRow.__table__).where(ParticipantRow.session_id.in_(chunk))):
                 parts[p.session_id].append(p)
             recs: dict[str, list[Any]] = defaultdict(list)
-            for pl in db.execute(select(placements_t).where(placements_t.c.session_id.in_(chunk))):
+            p_cols = [getattr(Placement, c) for c in PLANNED_COLUMNS]
+            for pl in db.execute(select(*p_cols).where(Placement.session_id.in_(chunk))):
                 recs[pl.session_id].append(pl)
             people = {p.user_id for ps in parts.values() for p in ps} | {p.user_id for ps in recs.values() for p in ps}
             usable_by_user = defaultdict(list)
             for u in integrations.usable(db, people):
                 usable_by_user[u.user_id].append(u)
-            loaded = [(sid, to_model(rows[sid], parts[sid]), [placements.recorded(p) for p in recs[sid]])
-                      for sid in chunk if sid in rows]
-        for sid, session, recorded in loaded:
+            loaded = [(sid, rows[sid].revision, to_stored(rows[sid], parts[sid]),
+                       [placements.recorded(p) for p in recs[sid]]) for sid in chunk if sid in rows]
+        for sid, revision, session, recorded in loaded:
             users = {p.user_id for p in session.participants} | {r.user_id for r in recorded}
             usable = [u for uid in users for u in usable_by_user.get(uid, ())]
-            yield sid, plan_session(session, recorded, usable, channels, retry_failed=retry_failed)
+            yield sid, plan_session(session, recorded, usable, channels, revision=revision,
+                                    retry_failed=retry_failed)
 
 
 @dataclass

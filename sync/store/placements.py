@@ -13,6 +13,11 @@ from sync.render import Recipient, RenderedEvent
 from sync.store.db import utcnow
 from sync.store.models import Placement, SyncLog
 
+#: The columns :func:`recorded` reads; bulk planning selects only these.
+PLANNED_COLUMNS = ("id", "session_id", "user_id", "channel", "recipient_email", "recipient_name",
+                   "recipient_timezone", "live", "state", "sequence", "content_hash", "material_hash",
+                   "external_id", "last_error", "revision")
+
 
 def recorded(row: Placement) -> Recorded:
     return Recorded(
@@ -21,6 +26,7 @@ def recorded(row: Placement) -> Recorded:
                             row.recipient_timezone or "UTC"),
         live=row.live, state=row.state, sequence=row.sequence, content_hash=row.content_hash,
         material_hash=row.material_hash, external_id=row.external_id, last_error=row.last_error,
+        revision=row.revision,
     )
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session as Db
 
-from sync.session import Participant, Session
+from sync.session import Participant, Session, StoredParticipant, StoredSession
 from sync.store.models import ParticipantRow, Person, SessionRow
 
 Outcome = Literal["created", "updated", "unchanged", "stale", "conflict"]
@@ -28,6 +28,16 @@ COLUMNS = ("version", "title", "program", "start", "end", "timezone", "status", 
 
 def _fields(session: Session) -> dict[str, object]:
     return {name: getattr(session, name) for name in COLUMNS}
+
+
+def to_stored(row: Any, participants: list[Any]) -> StoredSession:
+    """Plain rows into the light session the bulk planner reads."""
+    return StoredSession(
+        row.id, row.version, row.title, row.program, row.start, row.end, row.timezone, row.status, row.meeting_url,
+        row.location, row.agenda_html, row.view_url,
+        tuple(StoredParticipant(p.user_id, p.email, p.name, p.role, p.timezone)
+              for p in sorted(participants, key=lambda p: p.position)),
+    )
 
 
 def to_model(row: SessionRow, participants: list[ParticipantRow]) -> Session:
