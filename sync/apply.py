@@ -31,6 +31,8 @@ class Outcome:
     retry_in_ms: int | None = None
     reroute: bool = False
     error: str | None = None
+    #: A person whose credentials just died: their other sessions need re-routing too.
+    dead_user: str | None = None
 
 
 def apply(rt: Runtime, session_id: str, revision: int, action: Action, integration_id: int | None) -> Outcome:
@@ -92,9 +94,10 @@ def _auth_failed(rt: Runtime, session_id: str, action: Action, integration_id: i
         integrations.mark_needs_reconnect(db, integration_id, error)
         row = db.get(Placement, action.placement_id)
         assert row is not None
-        row.last_error = error
+        # A copy there (if any) can no longer be changed: it waits for a reconnect.
+        row.state, row.last_error = ("stranded" if row.live else "failed"), error
         placements.log(db, session_id, action, "rerouted", error=error)
-    return Outcome(ok=False, reroute=True, error=error)
+    return Outcome(ok=False, reroute=True, error=error, dead_user=action.user_id)
 
 
 def _drifted(rt: Runtime, session_id: str, action: Action, error: str) -> Outcome:

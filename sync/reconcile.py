@@ -32,6 +32,8 @@ class Report:
     errors: list[str] = field(default_factory=list)
     retry_in_ms: int | None = None
     busy: bool = False
+    #: People whose integration died during this run.
+    dead_users: set[str] = field(default_factory=set)
 
     def want_retry(self, delay_ms: int) -> None:
         self.retry_in_ms = delay_ms if self.retry_in_ms is None else min(self.retry_in_ms, delay_ms)
@@ -110,6 +112,8 @@ def _run(rt: Runtime, snap: Snapshot, report: Report, retry_failed: bool) -> boo
                 if outcome.retry_in_ms is not None:
                     report.want_retry(outcome.retry_in_ms)
                 reroute = reroute or outcome.reroute
+                if outcome.dead_user:
+                    report.dead_users.add(outcome.dead_user)
         if report.busy:
             report.want_retry(rt.settings.retry_min_backoff_ms)
         return reroute

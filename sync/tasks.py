@@ -8,6 +8,7 @@ import dramatiq
 
 from sync.broker import QUEUE, broker  # noqa: F401  (installs the broker before the actors)
 from sync.config import get_settings
+from sync.integrations import resync_user
 from sync.reconcile import reconcile
 from sync.runtime import get_runtime
 from sync.sweep import sweep as sweep_lagging
@@ -40,6 +41,10 @@ def sync_session(session_id: str, retry_failed: bool = False) -> None:
         log.info("session %s no longer exists; nothing to do", session_id)
         return
     log.info("reconciled %s: %s", session_id, dict(report.counts))
+    for user_id in report.dead_users:
+        # Their other sessions must move to email now, not whenever each next changes.
+        others = [sid for sid in resync_user(get_runtime(), user_id, enqueue) if sid != session_id]
+        log.warning("integration of %s died; re-routing %d other sessions to email", user_id, len(others))
     if report.retry_in_ms is not None:
         raise dramatiq.Retry(delay=report.retry_in_ms)
 
@@ -51,3 +56,4 @@ def sweep() -> None:
 
 def enqueue(session_id: str, *, retry_failed: bool = False) -> None:
     sync_session.send(session_id, retry_failed=retry_failed)
+

@@ -291,8 +291,6 @@ def test_connect_with_callback_completes_a_consent_started_earlier(run, emu):
     assert [(r["user_id"], r["account_email"], r["status"]) for r in listed] == [("u-1", MENTOR, "active")]
 
 
-@pytest.mark.xfail(strict=True, reason="an AuthError from the code exchange (a code already used, expired or "
-                   "refused) escapes the CLI as a traceback instead of a one-line error")
 def test_connect_with_a_code_already_used_is_one_line(run, emu):
     # Given a redirected URL that already completed a connect
     emu.add_user(MENTOR)

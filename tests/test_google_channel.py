@@ -344,3 +344,32 @@ def test_disconnect_withdraws_events_and_falls_back_to_email(rt, emu, email):
     assert ("place", "u-1", 0) in email.ops()
     [row] = integrations.list_integrations(rt)
     assert row["status"] == "disconnected"
+
+
+def test_token_death_reroutes_the_persons_other_sessions_too(rt, emu, email):
+    # Given the mentor is in two sessions on Google
+    from sync.runtime import set_runtime
+    from sync.tasks import broker, sync_session
+
+    token = connect_mentor(rt, emu)
+    book(rt)
+    book(rt, id="sess-43")
+    reconcile(rt, "sess-42")
+    reconcile(rt, "sess-43")
+    broker.flush_all()
+    # When their token dies while the worker handles a change to one session
+    emu.revoke(token)
+    book(rt, version=2, title="Renamed")
+    set_runtime(rt)
+    try:
+        sync_session("sess-42")
+    finally:
+        set_runtime(None)
+    # Then the other session is queued at once, so it too moves to email
+    from dramatiq import Message
+
+    queued = [Message.decode(raw).args[0] for raw in list(broker.queues["calsync"].queue)]
+    assert "sess-43" in queued
+    placement = {p.channel: p for p in api.get_session("sess-42", rt=rt).placements if p.user_id == "u-1"}
+    assert placement["google"].state == "stranded" and placement["email"].state == "placed"
+    broker.flush_all()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from sync.errors import ConfigError, InvalidInput, NotFound
+from sync.errors import ChannelError, ConfigError, InvalidInput, NotFound
 
 #: Exit status for usage-like errors: bad input, unknown id, missing configuration
 #: (the same status click uses for a bad flag).
@@ -35,6 +35,8 @@ class CalsyncGroup(click.Group):
             return super().invoke(ctx)
         except (ConfigError, InvalidInput, NotFound) as exc:
             raise UsageError(" ".join(str(exc).split())) from None
+        except ChannelError as exc:  # a provider refused or is down: the operator's to act on, not a bug
+            raise click.ClickException(" ".join(str(exc).split())) from None
         except Exception as exc:
             message = _unreachable(exc)
             if message is None:

@@ -13,7 +13,6 @@ from typing import Any
 
 import click
 
-
 #: The ``--json`` flag every reporting command takes.
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
 

@@ -81,9 +81,10 @@ def _reason(exc: HttpError) -> str:
 def classify(exc: Exception, *, what: str) -> Exception:
     """Map a client-library failure onto calsync's error types."""
     if isinstance(exc, RefreshError):
-        text = str(exc)
+        # google-auth puts "invalid_grant: Token has been expired or revoked." in args[0].
+        text = str(exc.args[0]) if exc.args else str(exc)
         if "invalid_grant" in text or not getattr(exc, "retryable", False):
-            return AuthError(f"Google refresh token rejected: {text.split(':')[0] or 'invalid_grant'}")
+            return AuthError(f"Google refresh token rejected ({text})")
         return TransientError(f"Google token endpoint unavailable while {what}")
     if isinstance(exc, HttpError):
         status, reason = exc.status_code, _reason(exc)
