@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from cryptography.fernet import InvalidToken
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError
 from sqlalchemy import select
 
@@ -234,3 +235,27 @@ def list_integrations(rt: Runtime, status: str | None = None) -> list[dict[str, 
         return [{"user_id": r.user_id, "provider": r.provider, "account_email": r.account_email,
                  "calendar_id": r.calendar_id, "status": r.status, "reason": r.status_reason,
                  "updated_at": r.updated_at.isoformat()} for r in db.scalars(stmt)]
+
+
+def rotate_keys(rt: Runtime) -> dict[str, int]:
+    """Re-encrypt every stored credential under the first of CALSYNC_SECRET_KEYS.
+
+    Run after prepending a new key; once it reports nothing unreadable, the
+    old key can be dropped from the list. Rows no key opens are counted, not
+    touched: their people will show up as needing a reconnect.
+    """
+    box = _box(rt)
+    counts = {"rotated": 0, "unreadable": 0}
+    with rt.store.tx() as db:
+        for row in db.scalars(select(Integration).where(Integration.credentials != b"")):
+            try:
+                row.credentials = box.rotate(row.credentials)
+                counts["rotated"] += 1
+            except InvalidToken:
+                counts["unreadable"] += 1
+        for flow in db.scalars(select(OAuthFlow)):
+            try:
+                flow.flow = box.rotate(flow.flow)
+            except InvalidToken:
+                db.delete(flow)  # a half-finished consent under a dropped key: start it again
+    return counts

@@ -89,3 +89,26 @@ def test_secret_keys_must_be_fernet_keys():
         CredentialBox(["not-a-key"])
     with pytest.raises(ConfigError, match="CALSYNC_SECRET_KEYS"):
         CredentialBox([])
+
+
+def test_keys_rotate_reencrypts_under_the_first_key(db_url: str):
+    # Given credentials sealed under an old key
+    from factories import make_settings
+    from sync.integrations import rotate_keys
+    from sync.store.db import Store
+
+    old, new = new_key(), new_key()
+    rt = Runtime(make_settings(db_url, secret_keys=old), Store(db_url))
+    with rt.store.tx() as db:
+        db.add(Person(user_id="u-1", email="mentor@example.com"))
+        db.flush()
+        db.add(Integration(user_id="u-1", provider="google", credentials=CredentialBox([old]).seal({"t": "x"})))
+    # When the new key is prepended and keys are rotated
+    rotated = Runtime(make_settings(db_url, secret_keys=f"{new},{old}"), Store(db_url))
+    assert rotate_keys(rotated) == {"rotated": 1, "unreadable": 0}
+    # Then the new key alone opens them
+    with rt.store.tx() as db:
+        assert CredentialBox([new]).open(db.query(Integration).one().credentials) == {"t": "x"}
+    # And a key set that cannot open them reports them as unreadable, untouched
+    assert rotate_keys(Runtime(make_settings(db_url, secret_keys=new_key()), Store(db_url))) == \
+        {"rotated": 0, "unreadable": 1}
