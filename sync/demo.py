@@ -3,14 +3,18 @@
 A small mentoring program is booked and then changed the way a platform
 would change it — a reschedule, an agenda edit, a participant leaving, a
 cancellation — all through :mod:`sync.api`, with the in-process worker
-draining the queue after each step. Two people have connected Google
-Calendar (the local emulator in :mod:`sync.emulators.google`, a real HTTP
-server on 127.0.0.1 that the real google-api-python-client talks to); the
-others get emailed invites, written as ``.eml`` files. One of the two loses
-their Google access mid-run and reconnects later.
+draining the queue after each step. Every channel is on show: two people
+have connected Google Calendar (the local emulator in
+:mod:`sync.emulators.google`, a real HTTP server on 127.0.0.1 that the real
+google-api-python-client talks to), one has connected Outlook (the Microsoft
+identity platform + Graph emulator in :mod:`sync.emulators.graph`, over
+HTTPS, for the real msal and requests), and the others get emailed invites,
+written as ``.eml`` files. One of the Google pair loses their access mid-run
+and reconnects later.
 
-The summary is read back from what landed — the ``.eml`` files and the
-emulator's calendars — and compared with what the store believes.
+The summary is read back from what landed — the ``.eml`` files, and each
+emulator's calendars through that provider's own reader, found by calsync's
+tag — and compared with what the store believes.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ from zoneinfo import ZoneInfo
 from sync.errors import ConfigError
 
 if TYPE_CHECKING:
+    from sync.drift import Observed
     from sync.emulators.google import GoogleEmulator
+    from sync.emulators.graph import GraphEmulator
 
 #: Sender and ORGANIZER of the demo's invites (a reserved example domain).
 DEMO_MAIL_FROM = "sessions@calsync.example"
@@ -47,8 +53,42 @@ PEOPLE: dict[str, dict[str, str]] = {
                   "role": "mentee"},
 }
 
-#: People who connected Google Calendar; everyone else gets emailed invites.
-ON_GOOGLE = ("ada", "alan")
+#: People who connected a calendar, and which one; everyone else gets emailed invites.
+CONNECTED: dict[str, str] = {"ada": "google", "alan": "google", "katherine": "outlook"}
+
+
+@dataclass(frozen=True)
+class Calendars:
+    """The emulators behind the calendar channels, read back the way each provider answers."""
+
+    google: GoogleEmulator
+    outlook: GraphEmulator
+
+    def add_user(self, channel: str, email: str) -> str:
+        """A refresh token for ``email``, as if they had just consented to calsync on that provider."""
+        emulator: GoogleEmulator | GraphEmulator = self.google if channel == "google" else self.outlook
+        return emulator.add_user(email)
+
+    def copies(self, channel: str, owner: str, user_id: str, session_id: str) -> list[Observed]:
+        """Live copies of one session on ``owner``'s calendar, found by calsync's tag, in provider-neutral terms."""
+        if channel == "google":
+            from sync.providers.google import observed
+            from sync.providers.google_events import TAG_SESSION, TAG_USER
+
+            tag = {TAG_SESSION: session_id, TAG_USER: user_id}
+            items = [e for e in self.google.events(owner)
+                     if tag.items() <= e.get("extendedProperties", {}).get("private", {}).items()]
+        elif channel == "outlook":
+            from sync.providers.outlook import observed
+            from sync.providers.outlook_events import TAG_PROPERTY, tag_value
+
+            value = tag_value(session_id, user_id)
+            items = [e for e in self.outlook.events(owner)
+                     if any(p.get("id") == TAG_PROPERTY and p.get("value") == value
+                            for p in e.get("singleValueExtendedProperties", []))]
+        else:
+            raise ValueError(f"no calendar emulator for the {channel} channel")
+        return [copy for copy in map(observed, items) if not copy.cancelled]
 
 
 @dataclass(frozen=True)
@@ -96,6 +136,7 @@ class Report:
     outbox: Path
     database: str
     google_url: str | None = None
+    outlook_url: str | None = None
     steps: list[str] = field(default_factory=list)
     rows: list[Row] = field(default_factory=list)
     integrations: list[dict[str, Any]] = field(default_factory=list)
@@ -103,9 +144,7 @@ class Report:
 
 
 def google_settings(emu: GoogleEmulator) -> dict[str, str]:
-    """CALSYNC_* variables that point the Google channel at a running emulator."""
-    from cryptography.fernet import Fernet
-
+    """CALSYNC_GOOGLE_* variables that point the Google channel at a running emulator."""
     return {
         "CALSYNC_GOOGLE_CLIENT_ID": "calsync-demo",
         "CALSYNC_GOOGLE_CLIENT_SECRET": "calsync-demo-secret",
@@ -114,13 +153,35 @@ def google_settings(emu: GoogleEmulator) -> dict[str, str]:
         "CALSYNC_GOOGLE_AUTH_URL": emu.auth_url,
         "CALSYNC_GOOGLE_REVOKE_URL": emu.revoke_url,
         "CALSYNC_GOOGLE_USERINFO_URL": emu.userinfo_url,
-        # A fresh key per run: the demo's tokens are the emulator's and die with it.
+    }
+
+
+def outlook_settings(emu: GraphEmulator) -> dict[str, str]:
+    """CALSYNC_MS_* variables that point the Outlook channel at a running Graph emulator."""
+    return {
+        "CALSYNC_MS_CLIENT_ID": "calsync-demo",
+        "CALSYNC_MS_CLIENT_SECRET": "calsync-demo-secret",
+        "CALSYNC_MS_TENANT": "common",
+        "CALSYNC_MS_AUTHORITY_URL": emu.authority_url,
+        "CALSYNC_GRAPH_URL": emu.graph_url,
+        # The emulator serves HTTPS with its own test CA (MSAL insists on an https authority).
+        "CALSYNC_MS_CA_BUNDLE": emu.ca_file,
+    }
+
+
+def calendars_settings(calendars: Calendars) -> dict[str, str]:
+    from cryptography.fernet import Fernet
+
+    return {
+        **google_settings(calendars.google),
+        **outlook_settings(calendars.outlook),
+        # A fresh key per run: the demo's tokens are the emulators' and die with them.
         "CALSYNC_SECRET_KEYS": Fernet.generate_key().decode(),
     }
 
 
-def use_embedded_defaults(out: Path, google: GoogleEmulator | None = None) -> Path:
-    """Point calsync at a SQLite file, a file outbox in ``out`` and (if given) the Google emulator.
+def use_embedded_defaults(out: Path, calendars: Calendars | None = None) -> Path:
+    """Point calsync at a SQLite file, a file outbox in ``out`` and (if given) the calendar emulators.
 
     Whatever the environment says is overridden for these. Must run before
     :mod:`sync.broker` is imported, because the broker is chosen and the
@@ -145,7 +206,7 @@ def use_embedded_defaults(out: Path, google: GoogleEmulator | None = None) -> Pa
         "CALSYNC_BROKER_URL": "memory://",
         "CALSYNC_SMTP_URL": outbox.as_uri(),
         "CALSYNC_MAIL_FROM": DEMO_MAIL_FROM,
-        **(google_settings(google) if google is not None else {}),
+        **(calendars_settings(calendars) if calendars is not None else {}),
     })
     get_settings.cache_clear()
     set_runtime(None)
@@ -153,7 +214,7 @@ def use_embedded_defaults(out: Path, google: GoogleEmulator | None = None) -> Pa
 
 
 def _program(monday: date) -> dict[str, dict[str, Any]]:
-    """Version 1 of every session: a group kickoff and two one-to-ones, one of them hybrid."""
+    """Version 1 of every session: a group kickoff and three one-to-ones, one of them hybrid."""
 
     def at(day: int, hour: int, zone: str) -> str:
         return datetime.combine(monday + timedelta(days=day), time(hour), ZoneInfo(zone)).isoformat()
@@ -174,6 +235,8 @@ def _program(monday: date) -> dict[str, dict[str, Any]]:
         "alan": session("alan-1", "Session 1: Setting goals", 1, 15, "America/New_York", ["ada", "alan"]),
         "grace": session("grace-1", "Session 1: Setting goals", 2, 12, "America/Chicago", ["ada", "grace"],
                          location="Room 4.2, Innovation Hub"),
+        "katherine": session("katherine-1", "Session 1: Setting goals", 3, 11, "America/New_York",
+                             ["margaret", "katherine"]),
     }
 
 
@@ -188,13 +251,14 @@ def _later(data: dict[str, Any], delta: timedelta) -> dict[str, str]:
 def run(out: Path, say: Callable[[str], None] = lambda _: None) -> Report:
     """Run the whole demo in ``out``; ``say`` hears each step (and what it showed) as it finishes."""
     from sync.emulators.google import GoogleEmulator
+    from sync.emulators.graph import GraphEmulator
 
-    with GoogleEmulator() as emu:
-        return _run(out, emu, say)
+    with GoogleEmulator() as google, GraphEmulator() as outlook:
+        return _run(out, Calendars(google=google, outlook=outlook), say)
 
 
-def _run(out: Path, emu: GoogleEmulator, say: Callable[[str], None]) -> Report:
-    outbox = use_embedded_defaults(out, emu)
+def _run(out: Path, calendars: Calendars, say: Callable[[str], None]) -> Report:
+    outbox = use_embedded_defaults(out, calendars)
 
     from sync import api, integrations, tasks  # tasks declares the actors before the worker starts
     from sync.broker import QUEUE, broker, embedded_worker
@@ -205,9 +269,11 @@ def _run(out: Path, emu: GoogleEmulator, say: Callable[[str], None]) -> Report:
     settings = get_settings()
     upgrade(settings.database_url)
     rt = get_runtime()
-    report = Report(outbox=outbox, database=settings.database_url, google_url=emu.url)
+    report = Report(outbox=outbox, database=settings.database_url, google_url=calendars.google.url,
+                    outlook_url=calendars.outlook.graph_url)
     program = _program(_next_monday())
-    alan_p = PEOPLE["alan"]
+    alan, grace, kickoff = program["alan"], program["grace"], program["kickoff"]
+    alan_p, katherine_p = PEOPLE["alan"], PEOPLE["katherine"]
     statuses: dict[str, list[str]] = {}  # each integration's status as it changed during the run
 
     def step(description: str, action: Callable[[], object], check: Callable[[], Iterable[str]] | None = None) -> None:
@@ -229,9 +295,10 @@ def _run(out: Path, emu: GoogleEmulator, say: Callable[[str], None]) -> Report:
         if not result.ok:
             report.problems.append(f"{data['id']}: intake said {result.outcome}")
 
-    def connect(names: Iterable[str], tokens: dict[str, str]) -> None:
-        items = [{"user_id": PEOPLE[n]["user_id"], "provider": "google", "account_email": PEOPLE[n]["email"],
-                  "calendar_id": "primary", "refresh_token": tokens[n]} for n in names]
+    def connect(tokens: dict[str, str]) -> None:
+        items = [{"user_id": PEOPLE[n]["user_id"], "provider": CONNECTED[n], "account_email": PEOPLE[n]["email"],
+                  "calendar_id": "primary" if CONNECTED[n] == "google" else None, "refresh_token": token}
+                 for n, token in tokens.items()]
         for result in integrations.import_integrations(rt, items, tasks.enqueue):
             if not result.ok:
                 report.problems.append(f"import of {result.user_id}: {'; '.join(map(str, result.errors))}")
@@ -246,63 +313,84 @@ def _run(out: Path, emu: GoogleEmulator, say: Callable[[str], None]) -> Report:
                       key=lambda i: i.order)
         return " → ".join(f"{i.method}:{i.sequence}" for i in mine) or "none"
 
+    def copies(name: str, session_id: str) -> list[Observed]:
+        return calendars.copies(CONNECTED[name], PEOPLE[name]["email"], PEOPLE[name]["user_id"], session_id)
+
+    alan_sessions = (kickoff["id"], alan["id"])
+
     def token_died() -> list[str]:
         row = integration_of(alan_p)
-        mailed = invites_to(alan_p, "kickoff")
+        mailed = {sid: invites_to(alan_p, sid) for sid in alan_sessions}
         if row["status"] != "needs_reconnect":
             report.problems.append(f"Alan's integration is {row['status']} after his token died, not needs_reconnect")
-        if not mailed.split(" → ")[-1].startswith("REQUEST"):
-            report.problems.append(f"Alan got no emailed kickoff invite after his token died ({mailed})")
-        stale = _events_for(emu, alan_p["email"], "kickoff")
-        return [f"Alan's Google integration: {row['status']} ({row['reason']})",
-                f"Alan's kickoff, in the same reconcile, went out by email instead: {mailed}",
-                f"his old Google copy stays at {_event_time(stale[0]) if stale else '(none)'} until he reconnects: "
-                "a dead token can neither move nor delete it"]
+        for sid, history in mailed.items():
+            if not history.split(" → ")[-1].startswith("REQUEST"):
+                report.problems.append(f"Alan got no emailed {sid} invite after his token died ({history})")
+        stale = copies("alan", "kickoff")
+        return [f"Alan's Google integration: {row['status']}: {row['reason']}",
+                f"in the same reconcile both his sessions went out by email instead: {_per_session(mailed)}",
+                f"his old Google kickoff stays at {_event_time(stale[0], kickoff['timezone']) if stale else '(none)'}"
+                " until he reconnects: a dead token can neither move nor delete it"]
+
+    def left_kickoff() -> list[str]:
+        mailed = invites_to(katherine_p, "kickoff")
+        left = copies("katherine", "kickoff")
+        if left:
+            report.problems.append(f"Katherine left the kickoff, yet {len(left)} Outlook event(s) remain")
+        if mailed != "none":
+            report.problems.append(f"Katherine is on Outlook, yet she was mailed kickoff invites ({mailed})")
+        return [f"her Outlook calendar, read back from the Graph emulator: "
+                f"{'no kickoff event' if not left else _event_line(left[0], kickoff['timezone'])}"]
 
     def reconnected(kickoff_start: str) -> list[str]:
         row = integration_of(alan_p)
-        mailed = invites_to(alan_p, "kickoff")
-        events = _events_for(emu, alan_p["email"], "kickoff")
+        mailed = {sid: invites_to(alan_p, sid) for sid in alan_sessions}
+        events = copies("alan", "kickoff")
         if row["status"] != "active":
             report.problems.append(f"Alan's integration is {row['status']} after reconnecting, not active")
-        if not mailed.split(" → ")[-1].startswith("CANCEL"):
-            report.problems.append(f"Alan's emailed kickoff invite was not cancelled on reconnect ({mailed})")
-        if len(events) != 1 or not _same_instant(events[0]["start"]["dateTime"], kickoff_start):
+        for sid, history in mailed.items():
+            if not history.split(" → ")[-1].startswith("CANCEL"):
+                report.problems.append(f"Alan's emailed {sid} invite was not cancelled on reconnect ({history})")
+        if len(events) != 1 or events[0].start != datetime.fromisoformat(kickoff_start):
             report.problems.append(f"Alan's calendar holds {len(events)} kickoff event(s), not one at the new time")
-        shown = _event_line(events[0]) if events else "no event"
+        shown = _event_line(events[0], kickoff["timezone"]) if events else "no event"
         return [f"Alan's Google integration: {row['status']}",
-                f"his emailed kickoff invite was withdrawn: {mailed}",
+                f"his emailed invites were withdrawn: {_per_session(mailed)}",
                 f"and the kickoff is back on his Google calendar: {shown}"]
 
-    alan, grace, kickoff = program["alan"], program["grace"], program["kickoff"]
     kickoff_v2 = _next_version(kickoff, **_later(kickoff, timedelta(hours=1)))
-    tokens = {name: emu.add_user(PEOPLE[name]["email"]) for name in ON_GOOGLE}
+    tokens = {name: calendars.add_user(channel, PEOPLE[name]["email"]) for name, channel in CONNECTED.items()}
     with embedded_worker(broker, settings.embedded_worker_threads):
-        step("Ada (mentor) and Alan (mentee) connected Google Calendar: their refresh tokens were imported",
-             lambda: connect(ON_GOOGLE, tokens))
-        step("booked a kickoff for the cohort and two one-to-ones (events for Ada and Alan, invites for the rest)",
+        step("Ada (mentor) and Alan (mentee) connected Google Calendar, Katherine (mentee) Outlook: "
+             "their refresh tokens were imported", lambda: connect(tokens))
+        step("booked a kickoff for the cohort and three one-to-ones "
+             "(calendar events for Ada, Alan and Katherine; invites for the rest)",
              lambda: [upsert(data) for data in program.values()])
         step("rescheduled Alan's session one day later (both Google events move; no email)",
              lambda: upsert(_next_version(alan, **_later(alan, timedelta(days=1)))))
         step("edited the agenda of Grace's session (Ada's event updated; Grace: REQUEST, same SEQUENCE)",
              lambda: upsert(_next_version(grace, agenda_html="<p>Bring your three goals</p><ul><li>A plan</li></ul>")))
-        emu.revoke(tokens["alan"])
+        calendars.google.revoke(tokens["alan"])
         say("   (meanwhile Alan removes calsync's access in his Google account: his refresh token is now dead)")
         step("moved the kickoff an hour later", lambda: upsert(kickoff_v2), token_died)
-        step("Katherine left the kickoff (CANCEL to her alone)",
+        step("Katherine left the kickoff (her Outlook event deleted; no email to anyone)",
              lambda: upsert(_next_version(kickoff_v2, participants=[
-                 p for p in kickoff_v2["participants"] if p is not PEOPLE["katherine"]])))
+                 p for p in kickoff_v2["participants"] if p is not katherine_p])), left_kickoff)
         step("Alan reconnected Google Calendar (a fresh refresh token was imported)",
-             lambda: connect(["alan"], {"alan": emu.issue_refresh_token(alan_p["email"])}),
+             lambda: connect({"alan": calendars.google.issue_refresh_token(alan_p["email"])}),
              lambda: reconnected(kickoff_v2["start"]))
         step("cancelled Grace's session (Ada's event deleted; CANCEL to Grace)",
              lambda: api.cancel_session(grace["id"]))
 
-    _summarise(report, emu, [data["id"] for data in program.values()])
+    _summarise(report, calendars, [data["id"] for data in program.values()])
     report.integrations = [{**{k: r[k] for k in ("user_id", "provider", "account_email", "status", "reason")},
                             "history": " → ".join(statuses.get(r["user_id"], [r["status"]]))}
                            for r in integrations.list_integrations(rt)]
     return report
+
+
+def _per_session(histories: dict[str, str]) -> str:
+    return ", ".join(f"{sid} {history}" for sid, history in histories.items())
 
 
 def _next_monday() -> date:
@@ -331,33 +419,17 @@ def read_outbox(outbox: Path) -> list[Invite]:
     return invites
 
 
-def _events_for(emu: GoogleEmulator, owner: str, session_id: str) -> list[dict[str, Any]]:
-    """Live events in ``owner``'s primary calendar that calsync tagged with this session."""
-    from sync.providers.google_events import TAG_SESSION
-
-    return [e for e in emu.events(owner)
-            if e.get("extendedProperties", {}).get("private", {}).get(TAG_SESSION) == session_id]
-
-
-def _same_instant(a: str, b: str | datetime) -> bool:
-    b_dt = b if isinstance(b, datetime) else datetime.fromisoformat(b)
-    return datetime.fromisoformat(a) == b_dt
-
-
-def _event_time(event: dict[str, Any]) -> str:
-    """An event's start as a calendar shows it: local time in the event's zone."""
-    start = datetime.fromisoformat(event["start"]["dateTime"])
-    zone = event["start"].get("timeZone")
-    if zone:
-        start = start.astimezone(ZoneInfo(zone))
+def _event_time(copy: Observed, zone: str) -> str:
+    """An event's start as a calendar shows it: local time in the session's zone."""
+    start = copy.start.astimezone(ZoneInfo(zone))
     return f"{start:%a %d %b %H:%M} {start.tzname()}"
 
 
-def _event_line(event: dict[str, Any]) -> str:
-    return f"{_event_time(event)} “{event.get('summary', '')}”"
+def _event_line(copy: Observed, zone: str) -> str:
+    return f"{_event_time(copy, zone)} “{copy.title}”"
 
 
-def _summarise(report: Report, emu: GoogleEmulator, session_ids: list[str]) -> None:
+def _summarise(report: Report, calendars: Calendars, session_ids: list[str]) -> None:
     from sync import api
 
     landed: dict[tuple[str, str], list[Invite]] = {}
@@ -385,26 +457,27 @@ def _summarise(report: Report, emu: GoogleEmulator, session_ids: list[str]) -> N
                     report.problems.append(f"{where}: the last invite on disk does not match the placement "
                                            f"({p.state}, SEQUENCE {p.sequence})")
                 continue
-            # A calendar channel: what is on the person's calendar now, read back from the emulator.
-            events = _events_for(emu, p.recipient_email, session_id)
-            event = events[0] if len(events) == 1 else None
+            # A calendar channel (Google or Outlook): what is on the person's calendar now, read back
+            # from that provider's emulator by calsync's tag.
+            copies = calendars.copies(p.channel, p.recipient_email, p.user_id, session_id)
+            copy = copies[0] if len(copies) == 1 else None
             report.rows.append(Row(
                 person=person, session_id=session_id, channel=p.channel, state=p.state,
-                landed=_event_line(event) if event else ("no event (deleted)" if not events else
-                                                         f"{len(events)} events (duplicates!)"),
-                event_id=event["id"] if event else None,
-                event_start=event["start"]["dateTime"] if event else None,
-                event_summary=event.get("summary") if event else None,
+                landed=_event_line(copy, session.timezone) if copy else (
+                    "no event (deleted)" if not copies else f"{len(copies)} events (duplicates!)"),
+                event_id=copy.external_id if copy else None,
+                event_start=copy.start.isoformat() if copy else None,
+                event_summary=copy.title if copy else None,
             ))
             if p.live:
-                if event is None or event["id"] != p.external_id:
+                if copy is None or copy.external_id != p.external_id:
                     report.problems.append(f"{where}: expected one event {p.external_id} on the calendar, "
-                                           f"found {[e['id'] for e in events]}")
-                elif not _same_instant(event["start"]["dateTime"], session.start) or event["summary"] != session.title:
+                                           f"found {[c.external_id for c in copies]}")
+                elif copy.start != session.start or copy.title != session.title:
                     report.problems.append(f"{where}: the event on the calendar does not match the session "
-                                           f"({event['start']['dateTime']} “{event['summary']}”)")
-            elif events:
-                report.problems.append(f"{where}: withdrawn, yet {len(events)} event(s) are still on the calendar")
+                                           f"({copy.start.isoformat()} “{copy.title}”)")
+            elif copies:
+                report.problems.append(f"{where}: withdrawn, yet {len(copies)} event(s) are still on the calendar")
         # One copy per person, never two: exactly one live placement per participant, none for the rest.
         live: dict[str, int] = {}
         for p in view.placements:

@@ -250,11 +250,13 @@ def test_sweep_reports_nothing_lagging_after_delivery(run):
 def test_demo_prints_a_table_and_leaves_readable_invites(env, tmp_path: Path):
     # Given settings that point at servers that do not exist
     env = {**env, "CALSYNC_BROKER_URL": "redis://127.0.0.1:1/0", "CALSYNC_DATABASE_URL": "postgresql://nowhere/x",
-           "CALSYNC_GOOGLE_API_URL": "http://127.0.0.1:1/", "CALSYNC_GOOGLE_TOKEN_URL": "http://127.0.0.1:1/token"}
+           "CALSYNC_GOOGLE_API_URL": "http://127.0.0.1:1/", "CALSYNC_GOOGLE_TOKEN_URL": "http://127.0.0.1:1/token",
+           "CALSYNC_MS_CLIENT_ID": "elsewhere", "CALSYNC_MS_AUTHORITY_URL": "https://127.0.0.1:1",
+           "CALSYNC_GRAPH_URL": "https://127.0.0.1:1/v1.0"}
     out = tmp_path / "demo"
     # When the demo runs
     result = calsync(env, tmp_path, "demo", "--out", str(out))
-    # Then it ignores them, runs embedded with its own Google emulator, and prints the summary tables
+    # Then it ignores them, runs embedded with its own Google and Graph emulators, and prints the summary tables
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     header = next(line for line in lines if line.startswith("person\t"))
@@ -263,17 +265,23 @@ def test_demo_prints_a_table_and_leaves_readable_invites(env, tmp_path: Path):
     assert str(out / "outbox") in result.stdout
     # And the step where Alan's token died shows him switched to email and needing a reconnect
     assert any("needs_reconnect" in line and "invalid_grant" in line for line in lines)
-    # And every invite parses; the participant who left got a CANCEL, and those who stayed by email did not
-    # (Alan's CANCEL withdraws the invite he got while his token was dead, once he reconnected)
+    # And the table shows every channel: Katherine's one-to-one is an event on her Outlook calendar
+    rows = {tuple(line.split("\t")[:4]): line.split("\t")[4] for line in lines if line.count("\t") == 4}
+    assert rows[("Katherine Johnson", "katherine-1", "outlook", "placed")].endswith("“Session 1: Setting goals”")
+    assert rows[("Katherine Johnson", "kickoff", "outlook", "withdrawn")] == "no event (deleted)"
+    # And every invite parses; only the people by email got any, besides Alan while his token was dead
     sent = invites(out / "outbox")
     assert len(sent) >= 8
-    left = {uid for to, method, uid, _ in sent if to == "katherine@example.com" and method == "CANCEL"}
-    assert len(left) == 1
-    cancelled = {to for to, method, uid, _ in sent if method == "CANCEL" and uid in left}
-    assert cancelled == {"katherine@example.com", "alan@example.com"}
-    # And the people on Google got no invite at all, except Alan's kickoff while his token was dead
-    assert not [s for s in sent if s[0] == "ada@example.com"]
-    assert [method for to, method, *_ in sent if to == "alan@example.com"] == ["REQUEST", "CANCEL"]
+    assert {to for to, *_ in sent} == {"alan@example.com", "grace@example.com", "margaret@example.com"}
+    # (each of Alan's two sessions went out by email, then was withdrawn when he reconnected)
+    alans: dict[str, list[str]] = {}
+    for to, method, uid, _ in sent:
+        if to == "alan@example.com":
+            alans.setdefault(uid, []).append(method)
+    assert list(alans.values()) == [["REQUEST", "CANCEL"], ["REQUEST", "CANCEL"]]
+    # And Katherine leaving the kickoff on Outlook mailed no one: the only CANCELs are Alan's withdrawn
+    # invites and Grace's cancelled session
+    assert {to for to, method, *_ in sent if method == "CANCEL"} == {"alan@example.com", "grace@example.com"}
     # When it runs again, as JSON
     again = calsync(env, tmp_path, "demo", "--out", str(out), "--json")
     # Then it starts from scratch and reports the same outcome
@@ -281,9 +289,18 @@ def test_demo_prints_a_table_and_leaves_readable_invites(env, tmp_path: Path):
     report = json.loads(again.stdout)
     assert report["problems"] == [] and len(invites(out / "outbox")) == len(sent)
     assert {r["state"] for r in report["rows"]} == {"placed", "withdrawn"}
-    # And what landed on the Google calendars was read back: Alan's kickoff is an event again
+    assert report["google"].startswith("http://127.0.0.1:") and report["outlook"].startswith("https://127.0.0.1:")
+    # And what landed on the calendars was read back: Alan's kickoff is a Google event again,
+    # Katherine's one-to-one an Outlook event, and her kickoff event is gone
     alan = {r["channel"]: r for r in report["rows"] if r["person"] == "Alan Turing" and r["session_id"] == "kickoff"}
     assert alan["google"]["state"] == "placed" and alan["google"]["event_summary"] == "Kickoff: meet your cohort"
     assert alan["email"]["state"] == "withdrawn" and alan["email"]["history"].endswith("CANCEL:1")
-    assert {i["user_id"]: (i["status"], i["history"]) for i in report["integrations"]} == {
-        "demo-ada": ("active", "active"), "demo-alan": ("active", "active → needs_reconnect → active")}
+    katherine = {r["session_id"]: r for r in report["rows"] if r["person"] == "Katherine Johnson"}
+    assert {r["channel"] for r in katherine.values()} == {"outlook"}
+    one_to_one = katherine["katherine-1"]
+    assert one_to_one["event_id"] and one_to_one["event_summary"] == "Session 1: Setting goals"
+    assert katherine["kickoff"]["state"] == "withdrawn" and katherine["kickoff"]["event_id"] is None
+    assert {i["user_id"]: (i["provider"], i["status"], i["history"]) for i in report["integrations"]} == {
+        "demo-ada": ("google", "active", "active"),
+        "demo-alan": ("google", "active", "active → needs_reconnect → active"),
+        "demo-katherine": ("outlook", "active", "active")}

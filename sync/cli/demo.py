@@ -15,25 +15,28 @@ from sync.cli.output import emit_json, json_option, table
               show_default=True, help="Folder for the demo's SQLite database and its outbox of .eml invites.")
 @json_option
 def demo(out: Path, as_json: bool) -> None:
-    """Book, reschedule, edit and cancel a small program on Google Calendar and by email.
+    """Book, reschedule, edit and cancel a small program on Google Calendar, Outlook and by email.
 
-    Uses SQLite, the in-process memory:// broker, a file outbox in --out and a
-    local Google Calendar emulator on 127.0.0.1, ignoring CALSYNC_* settings
-    for those, so it needs no servers. Exits 1 if what landed (the .eml files,
-    the emulated calendars) does not match what the store recorded.
+    Uses SQLite, the in-process memory:// broker, a file outbox in --out and
+    local Google Calendar and Microsoft Graph emulators on 127.0.0.1, ignoring
+    CALSYNC_* settings for those, so it needs no servers. Exits 1 if what
+    landed (the .eml files, the emulated calendars) does not match what the
+    store recorded.
     """
     from sync import demo as demo_run
 
     report = demo_run.run(out, say=lambda line: None if as_json else click.echo(line))
     if as_json:
         emit_json({"outbox": str(report.outbox), "database": report.database, "google": report.google_url,
+                   "outlook": report.outlook_url,
                    "steps": report.steps, "rows": [row.as_dict() for row in report.rows],
                    "integrations": report.integrations, "problems": report.problems})
     else:
         click.echo()
         table(["person", "session", "channel", "state", "what landed"],
               [[r.person, r.session_id, r.channel, r.state, r.landed] for r in report.rows],
-              title="what landed: google = the event on their calendar now, email = METHOD:SEQUENCE of each invite")
+              title="what landed: google, outlook = the event on their calendar now; "
+                    "email = METHOD:SEQUENCE of each invite")
         click.echo()
         table(["user", "provider", "status", "reason", "during the demo"],
               [[i["user_id"], i["provider"], i["status"], i["reason"], i["history"]] for i in report.integrations],
