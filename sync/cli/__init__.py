@@ -73,12 +73,15 @@ def main() -> None:
 
 def _register() -> None:
     from sync.cli.db import db
+    from sync.cli.deadletters import dead_letters
     from sync.cli.demo import demo
+    from sync.cli.doctor import doctor
     from sync.cli.integrations import integrations
     from sync.cli.sessions import sessions
+    from sync.cli.status import status
     from sync.cli.worker import sweep, worker
 
-    for command in (sessions, integrations, db, worker, sweep, demo):
+    for command in (sessions, integrations, db, worker, sweep, demo, status, dead_letters, doctor):
         main.add_command(command)
 
 

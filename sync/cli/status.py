@@ -1,0 +1,60 @@
+"""``calsync status``: the health page in one screen; exit 1 when something needs a person."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from sync.cli.output import emit_json, fields, json_option, table
+
+
+@click.command()
+@json_option
+def status(as_json: bool) -> None:
+    """Queue depth, dead letters, placements by state and channel, reconnects, lag.
+
+    Exits 1 on dead letters, failed or drifted placements, integrations
+    needing a reconnect, or a session lagging for more than 15 minutes.
+    """
+    from sync.broker import QUEUE
+    from sync.config import get_settings
+    from sync.runtime import get_runtime
+    from sync.status import EMBEDDED_NOTE, ago, gather
+
+    with get_runtime().store.tx() as db:
+        report = gather(get_settings(), db, QUEUE)
+    if as_json:
+        emit_json(report.as_dict())
+    else:
+        q, s = report.queue, report.store
+        lag = s.lagging
+        fields([
+            ("queue", EMBEDDED_NOTE if q is None
+             else f"{q.queue}: {q.queued} queued, {q.in_flight} in flight, {q.delayed} delayed"),
+            ("dead letters", "-" if q is None else q.dead_letters),
+            ("failed", f"{s.count('failed')} placement(s) failed, {s.count('drift')} drifted"),
+            ("reconnect", f"{s.reconnect_count} integration(s)"
+             + (f": {', '.join(s.reconnect_users)}" if s.reconnect_users else "")
+             + (" …" if s.reconnect_count > len(s.reconnect_users) else "")),
+            ("lagging", f"{lag.count} session(s)" + ("" if lag.oldest_id is None else
+                        f"; oldest {lag.oldest_id}, changed {ago(lag.oldest_lag_seconds or 0)} ago")),
+        ])
+        click.echo()
+        channels = sorted({c for _, c, _ in s.placements})
+        counts = {(st, c): n for st, c, n in s.placements}
+        states = sorted({st for st, _, _ in s.placements})
+        if not states:
+            click.echo("placements: none yet")
+        else:
+            table(["state", *channels, "total"],
+                  [[st, *(counts.get((st, c), 0) for c in channels), sum(counts.get((st, c), 0) for c in channels)]
+                   for st in states],
+                  title="placements by state and channel")
+        click.echo()
+        for problem in report.problems:
+            click.echo(f"problem: {problem}")
+        if not report.problems:
+            click.echo("ok: nothing needs attention")
+    if report.problems:
+        sys.exit(1)

@@ -1,0 +1,195 @@
+"""The health page in one read: queue, dead letters, placements, integrations, lag.
+
+Gathering is two small reads (Redis counters, a handful of aggregate queries);
+deciding what counts as a problem is :func:`find_problems`, a pure function,
+so the thresholds are tested without a server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import redis
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session as Db
+
+from sync.config import Settings
+from sync.errors import ConfigError
+from sync.store.db import utcnow
+from sync.store.models import Integration, Placement, SessionRow
+
+#: A session lagging longer than this is reported: the sweeper runs every few
+#: minutes, so by now a worker should have settled it.
+LAG_ALERT = timedelta(minutes=15)
+#: How many user ids ``status`` names; the count is always exact.
+RECONNECT_SHOWN = 20
+#: Placement states that mean a person's calendar is not what the session says.
+PROBLEM_STATES = ("failed", "drift")
+#: Seconds before a CLI gives up on Redis: an operator waits on it, a worker does not.
+REDIS_TIMEOUT = 3.0
+
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def broker_client(settings: Settings) -> redis.Redis | None:
+    """A Redis client for the broker URL with short timeouts; None for the embedded ``memory://``.
+
+    Built here rather than taken from the installed Dramatiq broker so a
+    command that only reads counters never waits on the worker's long timeouts.
+    """
+    url = settings.broker_url
+    if url.startswith("memory://"):
+        return None
+    if not url.startswith(_REDIS_SCHEMES):
+        raise ConfigError(f"CALSYNC_BROKER_URL: unsupported scheme in {url.split('://')[0]!r}; "
+                          "use redis:// or memory://")
+    return redis.Redis.from_url(url, socket_connect_timeout=REDIS_TIMEOUT, socket_timeout=REDIS_TIMEOUT)
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """Counters of one Dramatiq queue in Redis.
+
+    ``in_flight`` is fetched by a worker but not yet acked; ``delayed`` counts
+    the delay queue's payloads, which include the delayed messages workers
+    hold in memory until their eta (the DQ list alone would miss those).
+    """
+
+    queue: str
+    queued: int
+    in_flight: int
+    delayed: int
+    dead_letters: int
+
+
+def queue_stats(client: redis.Redis, queue: str, namespace: str = "dramatiq") -> QueueStats:
+    """One round trip: the key layout is Dramatiq's ``dispatch.lua``."""
+    base = f"{namespace}:{queue}"
+    pipe = client.pipeline(transaction=False)
+    pipe.llen(base)
+    pipe.hlen(f"{base}.msgs")
+    pipe.hlen(f"{base}.DQ.msgs")
+    pipe.zcard(f"{base}.XQ")
+    queued, payloads, delayed, dead = pipe.execute()
+    return QueueStats(queue, queued, max(0, payloads - queued), delayed, dead)
+
+
+@dataclass(frozen=True)
+class Lagging:
+    """Sessions changed but not yet settled on every calendar, and the one waiting longest."""
+
+    count: int
+    oldest_id: str | None = None
+    oldest_updated_at: datetime | None = None
+    oldest_lag_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    #: (state, channel, count), ordered.
+    placements: list[tuple[str, str, int]]
+    reconnect_count: int
+    reconnect_users: list[str]
+    lagging: Lagging
+
+    def count(self, *states: str) -> int:
+        return sum(n for state, _, n in self.placements if state in states)
+
+
+def store_stats(db: Db, now: datetime | None = None) -> StoreStats:
+    """Aggregates only: cheap at any table size (one GROUP BY for all placements)."""
+    now = now or utcnow()
+    placements = [(s, c, int(n)) for s, c, n in db.execute(
+        select(Placement.state, Placement.channel, func.count())
+        .group_by(Placement.state, Placement.channel).order_by(Placement.state, Placement.channel))]
+    needs = Integration.status == "needs_reconnect"
+    reconnect_count = db.scalar(select(func.count()).select_from(Integration).where(needs)) or 0
+    reconnect_users = list(db.scalars(select(Integration.user_id).where(needs)
+                                      .order_by(Integration.updated_at, Integration.user_id).limit(RECONNECT_SHOWN)))
+    behind = SessionRow.synced_revision < SessionRow.revision
+    lag_count = db.scalar(select(func.count()).select_from(SessionRow).where(behind)) or 0
+    oldest = db.execute(select(SessionRow.id, SessionRow.updated_at).where(behind)
+                        .order_by(SessionRow.updated_at).limit(1)).first()
+    lagging = Lagging(lag_count)
+    if oldest is not None:
+        lagging = Lagging(lag_count, oldest.id, oldest.updated_at, max(0.0, (now - oldest.updated_at).total_seconds()))
+    return StoreStats(placements, reconnect_count, reconnect_users, lagging)
+
+
+def find_problems(queue: QueueStats | None, store: StoreStats, lag_alert: timedelta = LAG_ALERT) -> list[str]:
+    """What an operator must act on; an empty list means healthy (exit 0).
+
+    A queue backlog alone is not a problem (a bulk resync makes one on
+    purpose); lag is, once it outlasts ``lag_alert``.
+    """
+    found = []
+    if queue is not None and queue.dead_letters:
+        found.append(f"{queue.dead_letters} dead letter(s): see `calsync dead-letters list`")
+    for state in PROBLEM_STATES:
+        if n := store.count(state):
+            found.append(f"{n} placement(s) {state}: see `calsync sessions show ID`, repair with `calsync resync`")
+    if store.reconnect_count:
+        found.append(f"{store.reconnect_count} integration(s) need a reconnect: "
+                     "see `calsync integrations list --status needs_reconnect`")
+    lag = store.lagging
+    if lag.oldest_lag_seconds is not None and lag.oldest_lag_seconds > lag_alert.total_seconds():
+        found.append(f"session {lag.oldest_id} has lagged for {ago(lag.oldest_lag_seconds)}: "
+                     "is a worker running? (`calsync sweep` re-enqueues it)")
+    return found
+
+
+def ago(seconds: float) -> str:
+    """A duration an operator reads at a glance: ``42s``, ``17m``, ``3h 5m``, ``2d 4h``."""
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h {s % 3600 // 60}m"
+    return f"{s // 86400}d {s % 86400 // 3600}h"
+
+
+#: What ``status`` says instead of counters when the broker lives inside each process.
+EMBEDDED_NOTE = "embedded broker: nothing queued outside this process"
+
+
+@dataclass(frozen=True)
+class Status:
+    queue: QueueStats | None
+    store: StoreStats
+    problems: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        lag = self.store.lagging
+        return {
+            "ok": not self.problems,
+            "problems": self.problems,
+            "broker": ({"embedded": True, "note": EMBEDDED_NOTE} if self.queue is None
+                       else {"embedded": False, **asdict(self.queue)}),
+            "placements": [{"state": s, "channel": c, "count": n} for s, c, n in self.store.placements],
+            "failed_placements": self.store.count("failed"),
+            "drift_placements": self.store.count("drift"),
+            "needs_reconnect": {"count": self.store.reconnect_count, "user_ids": self.store.reconnect_users},
+            "lagging": {
+                "count": lag.count,
+                "oldest": None if lag.oldest_id is None else {
+                    "session_id": lag.oldest_id,
+                    "updated_at": lag.oldest_updated_at.isoformat() if lag.oldest_updated_at else None,
+                    "lag_seconds": round(lag.oldest_lag_seconds or 0.0, 1),
+                },
+            },
+        }
+
+
+def gather(settings: Settings, db: Db, queue: str) -> Status:
+    """Read everything ``calsync status`` shows; Redis and database errors propagate to the CLI."""
+    client = broker_client(settings)
+    stats = None
+    if client is not None:
+        with client:
+            stats = queue_stats(client, queue)
+    store = store_stats(db)
+    return Status(stats, store, find_problems(stats, store))
