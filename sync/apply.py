@@ -54,8 +54,7 @@ def apply(rt: Runtime, session_id: str, revision: int, action: Action, integrati
     except EventGone as exc:
         return _drifted(rt, session_id, action, str(exc))
     except Throttled as exc:
-        # Our own quota said wait: no attempt is spent, the placement just comes back later.
-        return Outcome(ok=False, retry_in_ms=int((exc.retry_after or 1) * 1000), error=str(exc))
+        return _throttled(rt, session_id, action, str(exc), exc.retry_after or 1.0)
     except TransientError as exc:
         return _failed(rt, session_id, action, str(exc), transient=True, retry_after=exc.retry_after)
     except PermanentError as exc:
@@ -108,3 +107,15 @@ def _drifted(rt: Runtime, session_id: str, action: Action, error: str) -> Outcom
         row.content_hash = row.material_hash = None
         placements.log(db, session_id, action, "drift", error=error)
     return Outcome(ok=False, error=error)
+
+
+def _throttled(rt: Runtime, session_id: str, action: Action, error: str, retry_after: float) -> Outcome:
+    """A quota said wait: the placement comes back later, and no attempt is spent."""
+    delay = int(retry_after * 1000)
+    with rt.store.tx() as db:
+        row = db.get(Placement, action.placement_id)
+        assert row is not None
+        row.state, row.last_error = "retrying", error
+        row.next_attempt_at = utcnow() + timedelta(milliseconds=delay)
+        placements.log(db, session_id, action, "throttled", error=error, retry_in_ms=delay)
+    return Outcome(ok=False, retry_in_ms=delay, error=error)

@@ -42,3 +42,20 @@ def parse_retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+#: Wait after a provider's 403/429 that gave no Retry-After, in seconds (Google's
+#: documented backoff starts at 1 s plus up to 1 s of jitter).
+RATE_LIMIT_FLOOR = 1.0
+
+
+def rate_limit_delay(retry_after: float | None, rng: random.Random | None = None) -> float:
+    """Seconds to wait after being rate-limited: what the provider asked, or 1–2 s.
+
+    Rate-limit answers are not failures of the placement, so they spend no
+    attempt; retries cannot storm because every call first passes the
+    client-side quota, which paces them whatever happens.
+    """
+    if retry_after is not None:
+        return retry_after
+    return RATE_LIMIT_FLOOR + (rng or random.Random()).random()

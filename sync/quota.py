@@ -26,7 +26,10 @@ from sync.errors import TransientError
 
 
 class Throttled(TransientError):
-    """Our own quota is spent for now. Not a failure: it costs no placement attempt."""
+    """Wait before asking again: our own quota is spent, or the provider rate-limited us.
+
+    Not a failure of the placement, so it costs no attempt.
+    """
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,17 @@ class Window:
     key: str
     limit: int
     seconds: float
+
+    @classmethod
+    def guarding(cls, key: str, limit: int, provider_seconds: float) -> Window:
+        """A window a little longer than the provider's.
+
+        We count a request when it leaves; the provider counts it when it
+        arrives. A slot reused exactly one window later can reach the provider
+        before the old request's arrival has aged out, and earn a 403/429. The
+        margin (1%, at least 250 ms) absorbs that travel time.
+        """
+        return cls(key, limit, provider_seconds + max(0.25, provider_seconds * 0.01))
 
 
 class QuotaBackend(Protocol):
@@ -154,8 +168,15 @@ MAX_INLINE_WAIT = 5.0
 SLOT_POLL = 0.02
 
 
-def acquire(backend: QuotaBackend, windows: Sequence[Window], *, max_wait: float = MAX_INLINE_WAIT) -> None:
-    """Block until every window has room; raise Throttled if that would take longer than ``max_wait``."""
+def acquire(backend: QuotaBackend, windows: Sequence[Window], *, max_wait: float | None = None) -> None:
+    """Block until every window has room; raise Throttled if that would take longer than ``max_wait``.
+
+    By default a thread waits up to one window (at least MAX_INLINE_WAIT): a
+    slot is certain to free within it, and handing the message back to the
+    queue instead would only add the broker's delay on top.
+    """
+    if max_wait is None:
+        max_wait = max(MAX_INLINE_WAIT, max(w.seconds for w in windows))
     deadline = time.monotonic() + max_wait
     while True:
         wait = backend.take(windows)

@@ -373,3 +373,18 @@ def test_token_death_reroutes_the_persons_other_sessions_too(rt, emu, email):
     placement = {p.channel: p for p in api.get_session("sess-42", rt=rt).placements if p.user_id == "u-1"}
     assert placement["google"].state == "stranded" and placement["email"].state == "placed"
     broker.flush_all()
+
+
+def test_rate_limit_answers_spend_no_attempt(rt, emu, email):
+    # Given Google rate-limits more times in a row than a placement has attempts
+    connect_mentor(rt, emu)
+    book(rt)
+    emu.fail_next(rt.settings.max_attempts + 2, 403, "userRateLimitExceeded", path_contains="/events")
+    # When the worker keeps coming back as told
+    for _ in range(rt.settings.max_attempts + 3):
+        if reconcile(rt, "sess-42").retry_in_ms is None:
+            break
+    # Then the event was placed in the end: slowing down is not failing
+    [event] = emu.events(MENTOR)
+    view = {p.user_id: p for p in api.get_session("sess-42", rt=rt).placements if p.channel == "google"}
+    assert (view["u-1"].state, view["u-1"].attempts) == ("placed", 0)

@@ -34,7 +34,7 @@ from sync.config import Settings
 from sync.crypto import CredentialBox
 from sync.drift import Observed
 from sync.errors import AuthError, PermanentError, TransientError
-from sync.limits import parse_retry_after
+from sync.limits import parse_retry_after, rate_limit_delay
 from sync.providers.google_events import TAG_SESSION, TAG_USER, event_id, generation_of, to_google
 from sync.render import RenderedEvent
 from sync.store.db import Store
@@ -90,7 +90,9 @@ def classify(exc: Exception, *, what: str) -> Exception:
         status, reason = exc.status_code, _reason(exc)
         retry_after = parse_retry_after(exc.resp.get("retry-after") if exc.resp is not None else None)
         label = f"Google {status}{' ' + reason if reason else ''} while {what}"
-        if status == 429 or (status == 403 and reason in RATE_REASONS) or status >= 500:
+        if status == 429 or (status == 403 and reason in RATE_REASONS):
+            return quota.Throttled(label, retry_after=rate_limit_delay(retry_after), status=status)
+        if status >= 500:
             return TransientError(label, retry_after=retry_after, status=status)
         if status == 401 or (status == 403 and reason in GRANT_REASONS):
             return AuthError(label, status=status)
@@ -159,8 +161,8 @@ class GoogleChannel:
     def _execute(self, acc: _Account, request: Any, what: str) -> Any:
         s = self.settings
         quota.acquire(self.quota, [
-            quota.Window(f"google:user:{acc.account}", s.google_quota_per_user, s.quota_window_seconds),
-            quota.Window("google:project", s.google_quota_per_project, s.quota_window_seconds),
+            quota.Window.guarding(f"google:user:{acc.account}", s.google_quota_per_user, s.quota_window_seconds),
+            quota.Window.guarding("google:project", s.google_quota_per_project, s.quota_window_seconds),
         ])
         try:
             return request.execute(http=self._http(acc))

@@ -27,7 +27,7 @@ from sync.config import Settings
 from sync.crypto import CredentialBox
 from sync.drift import Observed
 from sync.errors import AuthError, EventGone, PermanentError, TransientError
-from sync.limits import parse_retry_after
+from sync.limits import parse_retry_after, rate_limit_delay
 from sync.pinned_ca import session_trusting
 from sync.providers.outlook_events import for_create, tag_filter, to_graph
 from sync.render import RenderedEvent
@@ -155,7 +155,8 @@ class OutlookChannel:
     def _call(self, mb: _Mailbox, method: str, url: str, what: str, **kwargs: Any) -> requests.Response:
         s = self.settings
         key = f"outlook:{mb.account}"
-        quota.acquire(self.quota, [quota.Window(key, s.outlook_quota_per_window, s.outlook_quota_window_seconds)])
+        quota.acquire(self.quota, [quota.Window.guarding(key, s.outlook_quota_per_window,
+                                                         s.outlook_quota_window_seconds)], max_wait=quota.MAX_INLINE_WAIT)
         extra = kwargs.pop("headers", {})
         for attempt in (0, 1):
             prefer = ", ".join(p for p in ('IdType="ImmutableId"', extra.get("Prefer")) if p)
@@ -179,8 +180,11 @@ class OutlookChannel:
         except (ValueError, AttributeError):
             code = ""
         label = f"Graph {status}{' ' + code if code else ''} while {what}"
-        if status in (429, 503) or status >= 500:
-            return TransientError(label, retry_after=parse_retry_after(resp.headers.get("Retry-After")), status=status)
+        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+        if status == 429:
+            return quota.Throttled(label, retry_after=rate_limit_delay(retry_after), status=status)
+        if status >= 500:
+            return TransientError(label, retry_after=retry_after, status=status)
         if status in (401, 403):
             return AuthError(label, status=status)
         if status == 404 and code in ("MailboxNotEnabledForRESTAPI", "ErrorInvalidUser", "ResourceNotFound",
