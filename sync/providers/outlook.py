@@ -155,8 +155,9 @@ class OutlookChannel:
     def _call(self, mb: _Mailbox, method: str, url: str, what: str, **kwargs: Any) -> requests.Response:
         s = self.settings
         key = f"outlook:{mb.account}"
-        quota.acquire(self.quota, [quota.Window.guarding(key, s.outlook_quota_per_window,
-                                                         s.outlook_quota_window_seconds)], max_wait=quota.MAX_INLINE_WAIT)
+        window = quota.Window.guarding(key, s.outlook_quota_per_window, s.outlook_quota_window_seconds)
+        # A 10-minute window must not park a worker thread: hand the message back instead.
+        quota.acquire(self.quota, [window], max_wait=quota.MAX_INLINE_WAIT)
         extra = kwargs.pop("headers", {})
         for attempt in (0, 1):
             prefer = ", ".join(p for p in ('IdType="ImmutableId"', extra.get("Prefer")) if p)
