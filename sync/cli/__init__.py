@@ -75,13 +75,17 @@ def _register() -> None:
     from sync.cli.db import db
     from sync.cli.deadletters import dead_letters
     from sync.cli.demo import demo
+    from sync.cli.diagnose import diagnose
     from sync.cli.doctor import doctor
+    from sync.cli.drift import drift
     from sync.cli.integrations import integrations
+    from sync.cli.resync import resync
     from sync.cli.sessions import sessions
     from sync.cli.status import status
     from sync.cli.worker import sweep, worker
 
-    for command in (sessions, integrations, db, worker, sweep, demo, status, dead_letters, doctor):
+    for command in (sessions, integrations, db, worker, sweep, demo, resync, diagnose, drift,
+                    status, dead_letters, doctor):
         main.add_command(command)
 
 

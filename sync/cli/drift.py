@@ -1,0 +1,63 @@
+"""``calsync drift scan``: ``diagnose session``'s comparison over upcoming calendar placements."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+
+import click
+
+from sync.cli.diagnose import unverified
+from sync.cli.output import emit_json, json_option, table
+from sync.cli.resync import OneLineGroup
+
+
+@click.group(cls=OneLineGroup)
+def drift() -> None:
+    """Find calendar copies that no longer match their session."""
+
+
+@drift.command()
+@click.option("--user", "user_id", metavar="ID", help="Only this person's calendar.")
+@click.option("--all", "everything", is_flag=True, help="Everyone's calendars (the default).")
+@click.option("--days", type=click.IntRange(min=1), default=14, show_default=True,
+              help="Sessions starting within this many days.")
+@json_option
+def scan(user_id: str | None, everything: bool, days: int, as_json: bool) -> None:
+    """Compare upcoming calendar placements with their sessions (emailed invites cannot be read back).
+
+    Exits 1 if any copy drifted or a calendar could not be read.
+    """
+    from sync.cli import UsageError
+
+    if user_id is not None and everything:
+        raise UsageError("choose one of --user or --all, not both")
+    from sync.diagnose import scan as scan_calendars
+    from sync.errors import NotFound
+    from sync.runtime import get_runtime
+    from sync.store.models import Person
+
+    rt = get_runtime()
+    if user_id is not None:
+        with rt.store.tx() as db:
+            if db.get(Person, user_id) is None:
+                raise NotFound(f"user {user_id!r} does not exist")
+    found = [{"session_id": sid, **check.as_dict()} for sid, check in scan_calendars(rt, user_id=user_id, days=days)]
+    drifted = [c for c in found if c["differences"]]
+    unread = [c for c in found if unverified(c)]
+    kinds = Counter(d["kind"] for c in drifted for d in c["differences"])
+    if as_json:
+        emit_json({"days": days, "user_id": user_id, "checked": len(found), "drifted": len(drifted),
+                   "unverified": len(unread), "counts": dict(kinds), "placements": found})
+    else:
+        table(["session", "user", "channel", "differences"],
+              [[c["session_id"], c["user_id"], c["channel"],
+                "; ".join(f"{d['kind']}: {d['detail']}" for d in c["differences"]) or f"not checked: {c['note']}"]
+               for c in drifted + unread])
+        summary = ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))
+        click.echo(f"checked {len(found)} calendar placement(s) over the next {days} days: {len(drifted)} drifted"
+                   f"{f' ({summary})' if summary else ''}, {len(unread)} could not be read")
+        if drifted:
+            click.echo("`calsync resync --session ID` repairs one session")
+    if drifted or unread:
+        sys.exit(1)

@@ -1,0 +1,278 @@
+"""``calsync resync``: re-plan sessions, enqueue only those that differ, and optionally watch them drain.
+
+Also home of the one-line usage classes the support commands share: click
+prints a bad flag as usage + hint + error (three lines); support scripts
+get one ``Error:`` line and exit 2 instead.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from typing import Any
+
+import click
+
+from sync.cli.output import emit_json, json_option, table
+
+#: What `--wait` polls, in seconds.
+POLL_SECONDS = 0.5
+#: Plain (non-terminal) progress prints at least this often, in seconds, while nothing changes.
+PLAIN_EVERY_SECONDS = 10.0
+
+
+def _one_line(exc: click.UsageError, ctx: click.Context) -> click.ClickException:
+    from sync.cli import UsageError
+
+    return UsageError(f"{' '.join(exc.format_message().split())} (see `{ctx.command_path} --help`)")
+
+
+class OneLineCommand(click.Command):
+    """A command whose usage errors are one line, exit 2."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:
+            raise _one_line(exc, ctx) from None
+
+
+class OneLineGroup(click.Group):
+    """A group whose own and whose subcommands' usage errors are one line, exit 2."""
+
+    command_class = OneLineCommand
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:
+            raise _one_line(exc, ctx) from None
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:
+            raise _one_line(exc, ctx) from None
+
+
+def parse_since(value: str) -> datetime:
+    """An ISO date (midnight UTC) or an ISO datetime with a UTC offset."""
+    from sync.cli import UsageError
+
+    try:
+        if len(value) == 10:
+            day = datetime.strptime(value, "%Y-%m-%d")
+            return day.replace(tzinfo=timezone.utc)
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"--since: {value!r} is not a date; use 2026-12-01 or 2026-12-01T09:00:00+01:00") from None
+    if when.tzinfo is None:
+        raise UsageError(f"--since: {value!r} has no UTC offset; add one, e.g. {value}+00:00") from None
+    return when
+
+
+@click.command(cls=OneLineCommand)
+@click.option("--session", "session_id", metavar="ID", help="One session (drift found on calendars is repaired).")
+@click.option("--user", "user_id", metavar="ID", help="Every session this person is in or still holds.")
+@click.option("--program", metavar="NAME", help="Every session of a program.")
+@click.option("--all", "everything", is_flag=True, help="Every session.")
+@click.option("--since", metavar="DATE", help="Only sessions starting at or after DATE (ISO; a date is 00:00 UTC).")
+@click.option("--dry-run", is_flag=True, help="Print the plan per participant and change nothing.")
+@click.option("--wait", is_flag=True, help="With Redis: follow the queue until it drains, then print what was done.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=600.0, show_default=True,
+              help="Seconds --wait waits before giving up (exit 1).")
+@json_option
+def resync(session_id: str | None, user_id: str | None, program: str | None, everything: bool, since: str | None,
+           dry_run: bool, wait: bool, timeout: float, as_json: bool) -> None:
+    """Re-plan the chosen sessions and enqueue only those whose plan has something to do.
+
+    The session is authoritative: placements that gave up are retried, and
+    with --session the copies found moved, retitled, deleted or duplicated on
+    calendars are rewritten. Exits 1 if any step failed (or --wait timed out).
+    """
+    from sync.cli import UsageError
+
+    chosen = [session_id is not None, user_id is not None, program is not None, everything]
+    if sum(chosen) != 1:
+        raise UsageError("choose exactly one of --session, --user, --program, --all")
+    from sync.resync import Selection
+
+    sel = Selection(session_id=session_id, user_id=user_id, program=program, everything=everything,
+                    since=parse_since(since) if since is not None else None)
+
+    from sync.runtime import get_runtime
+
+    rt = get_runtime()
+    _must_exist(rt, sel)
+    if dry_run:
+        _dry_run(rt, sel, as_json)
+        return
+    _run(rt, sel, wait, timeout, as_json)
+
+
+def _must_exist(rt: Any, sel: Any) -> None:
+    from sync.errors import NotFound
+    from sync.store.models import Person, SessionRow
+
+    with rt.store.tx() as db:
+        if sel.session_id is not None and db.get(SessionRow, sel.session_id) is None:
+            raise NotFound(f"session {sel.session_id!r} does not exist")
+        if sel.user_id is not None and db.get(Person, sel.user_id) is None:
+            raise NotFound(f"user {sel.user_id!r} does not exist")
+
+
+def _drift_of(checks: list[Any]) -> list[dict[str, Any]]:
+    return [{"user_id": c.user_id, "channel": c.channel, "differences": [d.kind for d in c.differences]}
+            for c in checks if c.channel != "email" and c.differences]
+
+
+def _dry_run(rt: Any, sel: Any, as_json: bool) -> None:
+    from sync.resync import resync as plan_resync
+
+    result = plan_resync(rt, sel, dry_run=True, enqueue=lambda sid: None)
+    drift: list[dict[str, Any]] | None = None
+    if sel.session_id is not None:
+        # Read-only: what a real run would repair before re-planning.
+        from sync.diagnose import diagnose_session
+
+        drift = _drift_of(diagnose_session(rt, sel.session_id))
+    if as_json:
+        emit_json({
+            "dry_run": True, "sessions": result.sessions, "placements": result.placements,
+            "counts": dict(result.counts), "would_enqueue": result.enqueued, "enqueued": [],
+            "plan": [{"session_id": s, "user_id": u, "channel": c, "action": a, "why": w}
+                     for s, u, c, a, w in result.steps],
+            **({"drift": drift} if drift is not None else {}),
+        })
+        return
+    table(["session", "user", "channel", "action", "why"], result.steps, title="plan (dry run)")
+    for d in drift or ():
+        click.echo(f"drift on {d['user_id']}'s {d['channel']} calendar: {', '.join(d['differences'])} "
+                   "(a run without --dry-run rewrites it)")
+    click.echo(f"dry run: {result.sessions} sessions, {result.placements} placements ({_counts(result.counts)}); "
+               f"would enqueue {len(result.enqueued)}; nothing changed")
+
+
+def _counts(counts: Counter[str]) -> str:
+    return ", ".join(f"{k} {counts.get(k, 0)}" for k in ("create", "update", "withdraw", "nothing"))
+
+
+def _run(rt: Any, sel: Any, wait: bool, timeout: float, as_json: bool) -> None:
+    from sqlalchemy import func, select
+
+    from sync.broker import broker, is_embedded
+    from sync.cli.delivery import delivering
+    from sync.resync import resync as do_resync
+    from sync.store.models import SyncLog
+    from sync.tasks import enqueue
+
+    with rt.store.tx() as db:
+        log_mark = db.scalar(select(func.max(SyncLog.id))) or 0
+    repaired = None
+    if sel.session_id is not None:
+        from sync.diagnose import repair_drift
+
+        repaired = _drift_of(repair_drift(rt, sel.session_id))
+    embedded = is_embedded(broker)
+    with delivering():
+        result = do_resync(rt, sel, dry_run=False, keep_steps=False,
+                           enqueue=lambda sid: enqueue(sid, retry_failed=True))
+    if not as_json:  # before the wait, so the operator knows what is being waited for
+        for d in repaired or ():
+            click.echo(f"repairing {d['user_id']}'s {d['channel']} calendar: {', '.join(d['differences'])}")
+        click.echo(f"planned {result.sessions} sessions, {result.placements} placements ({_counts(result.counts)}); "
+                   f"enqueued {len(result.enqueued)}")
+    timed_out = False
+    if wait and not embedded and result.enqueued:
+        timed_out = not _follow(broker, len(result.enqueued), timeout, show=not as_json)
+    delivered = embedded or (wait and not timed_out)
+    done = _done(rt, log_mark, set(result.enqueued), result.counts) if embedded or wait else None
+    report = {
+        "dry_run": False, "sessions": result.sessions, "placements": result.placements,
+        "counts": dict(result.counts), "enqueued": result.enqueued, "delivered": delivered,
+        **({"repaired": repaired} if repaired is not None else {}),
+        **({"results": done} if done is not None else {}),
+        **({"timed_out": True} if timed_out else {}),
+    }
+    if as_json:
+        emit_json(report)
+    else:
+        if done is not None:
+            keys = ["created", "updated", "withdrawn", "unchanged", "failed"]
+            table(keys, [[done[k] for k in keys]])
+        elif result.enqueued:
+            click.echo("a `calsync worker` delivers them; add --wait to follow, or see `calsync status`")
+    if timed_out:
+        click.echo(f"Error: timed out after {timeout:g}s with messages still queued; the workers keep going",
+                   err=True)
+        sys.exit(1)
+    if done is not None and done["failed"]:
+        sys.exit(1)
+
+
+def _pending(broker: Any) -> int:
+    """Messages queued, in progress or delayed: Redis keeps each in the ``.msgs`` hash until it is acked."""
+    from sync.broker import QUEUE
+
+    ns = broker.namespace
+    return int(broker.client.hlen(f"{ns}:{QUEUE}.msgs")) + int(broker.client.hlen(f"{ns}:{QUEUE}.DQ.msgs"))
+
+
+def _follow(broker: Any, enqueued: int, timeout: float, *, show: bool) -> bool:
+    """Poll until the queue and its delay queue are empty; False on timeout."""
+    deadline = time.monotonic() + timeout
+    left = _pending(broker)
+    total = max(enqueued, left)
+    bar = None
+    if show and sys.stdout.isatty():
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        bar = Progress(TextColumn("delivering"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       TextColumn("{task.fields[left]} queued"), transient=True)
+        task = bar.add_task("delivering", total=total, left=left)
+        bar.start()
+    last_line, last_left = 0.0, None
+    try:
+        while True:
+            total = max(total, left)
+            if bar is not None:
+                bar.update(task, total=total, completed=total - left, left=left)
+            elif show and (left != last_left or time.monotonic() - last_line >= PLAIN_EVERY_SECONDS):
+                click.echo(f"waiting\t{left} message(s) queued or in progress")
+                last_line, last_left = time.monotonic(), left
+            if left == 0:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(POLL_SECONDS)
+            left = _pending(broker)
+    finally:
+        if bar is not None:
+            bar.stop()
+
+
+def _done(rt: Any, log_mark: int, sessions: set[str], planned: Counter[str]) -> dict[str, int]:
+    """What the workers did for these sessions, from the sync log written since the resync started."""
+    from sqlalchemy import select
+
+    from sync.store.models import SyncLog
+
+    done = {"created": 0, "updated": 0, "withdrawn": 0, "unchanged": planned.get("nothing", 0), "failed": 0}
+    names = {"create": "created", "update": "updated", "withdraw": "withdrawn"}
+    with rt.store.tx() as db:
+        rows = db.execute(select(SyncLog.session_id, SyncLog.action, SyncLog.result)
+                          .where(SyncLog.id > log_mark)).all()
+    for sid, action, result in rows:
+        if sid not in sessions or action not in names:
+            continue  # "reconcile" rows are repair_drift's notes, not steps
+        if result == "ok":
+            done[names[action]] += 1
+        elif result in ("failed", "drift"):  # drift: the copy vanished under an update; not placed
+            done["failed"] += 1
+    return done
