@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from sync.channels import Target
 from sync.drift import Difference, Observed, compare
-from sync.errors import ChannelError, NotFound
+from sync.errors import AuthError, ChannelError, NotFound
 from sync.plan import Recorded
 from sync.reconcile import snapshot
 from sync.render import RenderedEvent, render
@@ -23,6 +23,7 @@ from sync.runtime import Runtime
 from sync.session import Participant
 from sync.store import placements
 from sync.store.db import utcnow
+from sync.store.integrations import mark_needs_reconnect
 from sync.store.models import Integration, OutboxRow, Person, Placement, SessionRow, SyncLog
 
 
@@ -130,6 +131,16 @@ def diagnose_user(rt: Runtime, user_id: str, *, days: int = 30) -> dict[str, Any
         try:
             detail = channel.probe(active["id"]) if channel is not None else "channel not configured here"
             live_check = {"ok": channel is not None, "detail": detail}
+        except AuthError as exc:
+            # The provider just told us the grant is dead: record it, exactly as a
+            # worker would have, so routing moves this person to email.
+            with rt.store.tx() as db:
+                mark_needs_reconnect(db, active["id"], str(exc))
+                row = db.get(Integration, active["id"])
+                assert row is not None
+                active.update(status=row.status, reason=row.status_reason, since=row.updated_at)
+            live_check = {"ok": False, "detail": str(exc), "token_dead": True}
+            active = None
         except ChannelError as exc:
             live_check = {"ok": False, "detail": str(exc)}
     verdict = _verdict(integrations, active, live_check, [u.state for u in upcoming])
@@ -150,8 +161,11 @@ def _verdict(integrations: list[dict[str, Any]], active: dict[str, Any] | None, 
     dead = next((i for i in integrations if i["status"] == "needs_reconnect"), None)
     if active is None and dead is not None:
         since: datetime = dead["since"]
+        just_found = " (found just now: `calsync resync --user` moves their sessions to email at once)" \
+            if live and live.get("token_dead") else ""
         return {"ok": False, "text": f"{dead['provider']} access lost on {since.date().isoformat()} "
-                                     f"({dead['reason']}): ask them to reconnect; meanwhile invites go by email"}
+                                     f"({dead['reason']}): ask them to reconnect; meanwhile invites go by "
+                                     f"email{just_found}"}
     if live is not None and not live["ok"]:
         return {"ok": False, "text": f"calendar check failed ({live['detail']}): run `calsync resync --user` "
                                      "after it recovers, or ask them to reconnect if it persists"}
@@ -201,7 +215,7 @@ def repair_drift(rt: Runtime, session_id: str) -> list[PlacementCheck]:
             row.state, row.content_hash, row.material_hash = "drift", None, None
             if kinds & {"deleted", "missing"}:
                 row.live, row.external_id = False, None
-            placements.log(db, session_id, None, "drift", user=check.user_id, channel=check.channel,
+            placements.log(db, session_id, None, "drift", user_id=check.user_id, channel=check.channel,
                            found=sorted(kinds))
     for check in checks:
         row = rows.get((check.user_id, check.channel))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from test_google_channel import MENTOR, google_runtime
 
 from factories import RecordingChannel, session_data
 from sync import api, integrations
@@ -11,7 +12,6 @@ from sync.emulators.google import GoogleEmulator
 from sync.errors import NotFound
 from sync.reconcile import reconcile
 from sync.resync import Selection, resync
-from test_google_channel import MENTOR, google_runtime
 
 FUTURE = {"start": "2030-12-01T15:00:00-05:00", "end": "2030-12-01T16:00:00-05:00"}
 

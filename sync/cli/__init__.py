@@ -10,20 +10,12 @@ from __future__ import annotations
 
 import click
 
+from sync.cli.usage import USAGE_ERROR, OneLineGroup, UsageError
 from sync.errors import ChannelError, ConfigError, InvalidInput, NotFound
 
-#: Exit status for usage-like errors: bad input, unknown id, missing configuration
-#: (the same status click uses for a bad flag).
-USAGE_ERROR = 2
+__all__ = ["USAGE_ERROR", "UsageError", "main"]
 
-
-class UsageError(click.ClickException):
-    """A calsync error the operator can fix; click prints it as one ``Error:`` line."""
-
-    exit_code = USAGE_ERROR
-
-
-class CalsyncGroup(click.Group):
+class CalsyncGroup(OneLineGroup):
     """The root group: maps calsync's deliberate errors to one line on stderr.
 
     Subcommands run inside this group's ``invoke``, so one wrapper here covers
@@ -79,13 +71,14 @@ def _register() -> None:
     from sync.cli.doctor import doctor
     from sync.cli.drift import drift
     from sync.cli.integrations import integrations
+    from sync.cli.keys import keys
     from sync.cli.resync import resync
     from sync.cli.sessions import sessions
     from sync.cli.status import status
     from sync.cli.worker import sweep, worker
 
     for command in (sessions, integrations, db, worker, sweep, demo, resync, diagnose, drift,
-                    status, dead_letters, doctor):
+                    status, dead_letters, doctor, keys):
         main.add_command(command)
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import click
 
 from sync.cli.output import emit_json, json_option
+from sync.cli.usage import OneLineGroup
 
 
-@click.group()
+@click.group(cls=OneLineGroup)
 def db() -> None:
     """Manage the database schema."""
 

@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING
 import click
 
 from sync.cli.output import emit_json, fields, json_option, table
+from sync.cli.usage import OneLineGroup
 
 if TYPE_CHECKING:
     from sync.deadletters import DeadLetters
 
 
-@click.group(name="dead-letters")
+@click.group(name="dead-letters", cls=OneLineGroup)
 def dead_letters() -> None:
     """Messages whose retries ran out: list, show, retry, purge."""
 
@@ -27,7 +28,7 @@ def dead_letters() -> None:
 @contextmanager
 def _dead_letters() -> Iterator[DeadLetters]:
     """The dead-letter queue named by CALSYNC_BROKER_URL; refuses the embedded broker in one line."""
-    from sync.cli import UsageError
+    from sync.cli.usage import UsageError
     from sync.config import get_settings
     from sync.deadletters import DeadLetters
     from sync.status import broker_client
@@ -97,7 +98,7 @@ def retry(dead_id: str | None, every: bool, as_json: bool) -> None:
     duplicate a message (harmless: the worker's reconcile is idempotent) but
     never lose one.
     """
-    from sync.cli import UsageError
+    from sync.cli.usage import UsageError
 
     if (dead_id is None) == (not every):
         raise UsageError("give either one ID or --all, not both" if every else "give a dead letter ID, or --all")
@@ -118,7 +119,7 @@ def retry(dead_id: str | None, every: bool, as_json: bool) -> None:
 @json_option
 def purge(older_than: str | None, as_json: bool) -> None:
     """Delete dead letters that died more than DURATION ago."""
-    from sync.cli import UsageError
+    from sync.cli.usage import UsageError
     from sync.deadletters import parse_duration
 
     if older_than is None:

@@ -8,9 +8,10 @@ from pathlib import Path
 import click
 
 from sync.cli.output import emit_json, json_option, table
+from sync.cli.usage import OneLineCommand
 
 
-@click.command()
+@click.command(cls=OneLineCommand)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"),
               show_default=True, help="Folder for the demo's SQLite database and its outbox of .eml invites.")
 @json_option

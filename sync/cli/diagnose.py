@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from sync.cli.output import emit_json, fields, json_option, table
-from sync.cli.resync import OneLineGroup
+from sync.cli.usage import OneLineGroup
 
 
 @click.group(cls=OneLineGroup)

@@ -7,9 +7,10 @@ import sys
 import click
 
 from sync.cli.output import emit_json, json_option
+from sync.cli.usage import OneLineCommand
 
 
-@click.command()
+@click.command(cls=OneLineCommand)
 @json_option
 def doctor(as_json: bool) -> None:
     """Check configuration, database, broker, SMTP, secret keys and provider endpoints.

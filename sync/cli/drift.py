@@ -9,7 +9,7 @@ import click
 
 from sync.cli.diagnose import unverified
 from sync.cli.output import emit_json, json_option, table
-from sync.cli.resync import OneLineGroup
+from sync.cli.usage import OneLineGroup
 
 
 @click.group(cls=OneLineGroup)
@@ -28,7 +28,7 @@ def scan(user_id: str | None, everything: bool, days: int, as_json: bool) -> Non
 
     Exits 1 if any copy drifted or a calendar could not be read.
     """
-    from sync.cli import UsageError
+    from sync.cli.usage import UsageError
 
     if user_id is not None and everything:
         raise UsageError("choose one of --user or --all, not both")

@@ -9,9 +9,10 @@ import click
 
 from sync.cli.delivery import delivering
 from sync.cli.output import emit_json, json_option, table
+from sync.cli.usage import OneLineGroup
 
 
-@click.group()
+@click.group(cls=OneLineGroup)
 def integrations() -> None:
     """People's connected calendars (Google, Outlook) and their health."""
 

@@ -7,9 +7,10 @@ import sys
 import click
 
 from sync.cli.output import emit_json, json_option
+from sync.cli.usage import OneLineGroup
 
 
-@click.group()
+@click.group(cls=OneLineGroup)
 def keys() -> None:
     """Secret keys for credentials at rest (CALSYNC_SECRET_KEYS)."""
 

@@ -1,9 +1,4 @@
-"""``calsync resync``: re-plan sessions, enqueue only those that differ, and optionally watch them drain.
-
-Also home of the one-line usage classes the support commands share: click
-prints a bad flag as usage + hint + error (three lines); support scripts
-get one ``Error:`` line and exit 2 instead.
-"""
+"""``calsync resync``: re-plan sessions, enqueue only those that differ, and optionally watch them drain."""
 
 from __future__ import annotations
 
@@ -16,6 +11,7 @@ from typing import Any
 import click
 
 from sync.cli.output import emit_json, json_option, table
+from sync.cli.usage import OneLineCommand
 
 #: What `--wait` polls, in seconds.
 POLL_SECONDS = 0.5
@@ -23,47 +19,9 @@ POLL_SECONDS = 0.5
 PLAIN_EVERY_SECONDS = 10.0
 
 
-def _one_line(exc: click.UsageError, ctx: click.Context) -> click.ClickException:
-    from sync.cli import UsageError
-
-    return UsageError(f"{' '.join(exc.format_message().split())} (see `{ctx.command_path} --help`)")
-
-
-class OneLineCommand(click.Command):
-    """A command whose usage errors are one line, exit 2."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        try:
-            return super().parse_args(ctx, args)
-        except click.exceptions.NoArgsIsHelpError:
-            raise
-        except click.UsageError as exc:
-            raise _one_line(exc, ctx) from None
-
-
-class OneLineGroup(click.Group):
-    """A group whose own and whose subcommands' usage errors are one line, exit 2."""
-
-    command_class = OneLineCommand
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        try:
-            return super().parse_args(ctx, args)
-        except click.exceptions.NoArgsIsHelpError:
-            raise
-        except click.UsageError as exc:
-            raise _one_line(exc, ctx) from None
-
-    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
-        try:
-            return super().resolve_command(ctx, args)
-        except click.UsageError as exc:
-            raise _one_line(exc, ctx) from None
-
-
 def parse_since(value: str) -> datetime:
     """An ISO date (midnight UTC) or an ISO datetime with a UTC offset."""
-    from sync.cli import UsageError
+    from sync.cli.usage import UsageError
 
     try:
         if len(value) == 10:
@@ -96,7 +54,7 @@ def resync(session_id: str | None, user_id: str | None, program: str | None, eve
     with --session the copies found moved, retitled, deleted or duplicated on
     calendars are rewritten. Exits 1 if any step failed (or --wait timed out).
     """
-    from sync.cli import UsageError
+    from sync.cli.usage import UsageError
 
     chosen = [session_id is not None, user_id is not None, program is not None, everything]
     if sum(chosen) != 1:

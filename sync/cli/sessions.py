@@ -9,9 +9,10 @@ import click
 
 from sync.cli.delivery import delivering
 from sync.cli.output import emit_json, fields, json_option, table
+from sync.cli.usage import OneLineGroup
 
 
-@click.group()
+@click.group(cls=OneLineGroup)
 def sessions() -> None:
     """Take sessions in, cancel them, and see each participant's copy."""
 

@@ -7,9 +7,10 @@ import sys
 import click
 
 from sync.cli.output import emit_json, fields, json_option, table
+from sync.cli.usage import OneLineCommand
 
 
-@click.command()
+@click.command(cls=OneLineCommand)
 @json_option
 def status(as_json: bool) -> None:
     """Queue depth, dead letters, placements by state and channel, reconnects, lag.

@@ -10,12 +10,13 @@ import click
 
 from sync.cli.delivery import delivering
 from sync.cli.output import emit_json, json_option
+from sync.cli.usage import OneLineCommand
 
 #: Imported by each worker process after the broker when ``--log-config`` is given.
 LOGGING_MODULE = "sync.cli.worker_logging"
 
 
-@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.command(cls=OneLineCommand, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--processes", "-p", type=click.IntRange(min=1), help="Worker processes (default: one per CPU).")
 @click.option("--threads", "-t", type=click.IntRange(min=1), help="Threads per process (default: 8).")
 @click.option("--log-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -51,7 +52,7 @@ def worker(processes: int | None, threads: int | None, log_config: Path | None,
     os.execvp(argv[0], argv)
 
 
-@click.command()
+@click.command(cls=OneLineCommand)
 @json_option
 def sweep(as_json: bool) -> None:
     """Re-enqueue every session whose placements lag its latest change.

@@ -710,7 +710,8 @@ class GoogleEmulator(EmulatorServer):
             user = self._user(req.account)
             handler = getattr(self, f"_{resource}_{op}", None)
             if handler is None:
-                raise ApiError(501, "notImplemented", f"The calsync Google emulator does not implement {resource}.{op}.")
+                raise ApiError(501, "notImplemented",
+                               f"The calsync Google emulator does not implement {resource}.{op}.")
             return handler(req, user, cal_id, event_id)
 
     @staticmethod

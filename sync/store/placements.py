@@ -111,12 +111,13 @@ def record_failure(db: Db, row: Placement, error: str, *, final: bool, retry_at:
     row.next_attempt_at = None if final else retry_at
 
 
-def log(db: Db, session_id: str, action: Action | None, result: str, **detail: object) -> None:
+def log(db: Db, session_id: str, action: Action | None, result: str, *, user_id: str | None = None,
+        channel: str | None = None, **detail: object) -> None:
     db.add(SyncLog(
         session_id=session_id,
-        user_id=action.user_id if action else None,
-        channel=action.channel if action else None,
-        action=action.kind.value if action else "reconcile",
+        user_id=action.user_id if action else user_id,
+        channel=action.channel if action else channel,
+        action=action.kind.value if action else result,
         result=result,
         detail={k: v for k, v in detail.items() if v is not None} or None,
     ))

@@ -1,0 +1,57 @@
+"""One-line usage errors for every command.
+
+Click prints a bad flag as usage + hint + error (three lines); scripts and
+cron jobs that drive calsync get one ``Error:`` line and exit status 2.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+#: Exit status for usage-like errors: bad input, unknown id, missing configuration
+#: (the same status click uses for a bad flag).
+USAGE_ERROR = 2
+
+
+class UsageError(click.ClickException):
+    """A calsync error the operator can fix; click prints it as one ``Error:`` line."""
+
+    exit_code = USAGE_ERROR
+
+
+def _one_line(exc: click.UsageError, ctx: click.Context) -> click.ClickException:
+    return UsageError(f"{' '.join(exc.format_message().split())} (see `{ctx.command_path} --help`)")
+
+
+class OneLineCommand(click.Command):
+    """A command whose usage errors are one line, exit 2."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:
+            raise _one_line(exc, ctx) from None
+
+
+class OneLineGroup(click.Group):
+    """A group whose own and whose subcommands' usage errors are one line, exit 2."""
+
+    command_class = OneLineCommand
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:
+            raise _one_line(exc, ctx) from None
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:
+            raise _one_line(exc, ctx) from None
