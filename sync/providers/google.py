@@ -38,7 +38,7 @@ from sync.limits import parse_retry_after, rate_limit_delay
 from sync.providers.google_events import TAG_SESSION, TAG_USER, event_id, generation_of, to_google
 from sync.render import RenderedEvent
 from sync.store.db import Store
-from sync.store.models import Integration
+from sync.store.integrations import credentials_of
 
 SCOPES = ("https://www.googleapis.com/auth/calendar.events.owned", "openid", "email")
 #: The Calendar API's service path under the root URL.
@@ -120,13 +120,10 @@ class GoogleChannel:
     # -- credentials -------------------------------------------------------------------------
 
     def _account(self, integration_id: int | None) -> _Account:
-        if integration_id is None:
-            raise PermanentError("no Google integration given for this placement")
         with self.store.tx() as db:
-            row = db.get(Integration, integration_id)
-            if row is None:
-                raise AuthError("the Google integration was removed")
-            blob, account, calendar = row.credentials, row.account_email or row.user_id, row.calendar_id or "primary"
+            blob, account, calendar = credentials_of(db, integration_id, "Google")
+        calendar = calendar or "primary"
+        assert integration_id is not None
         fingerprint = hashlib.sha256(blob).hexdigest()
         with self._lock:
             cached = self._accounts.get(integration_id)

@@ -32,6 +32,7 @@ from sync.pinned_ca import session_trusting
 from sync.providers.outlook_events import for_create, tag_filter, to_graph
 from sync.render import RenderedEvent
 from sync.store.db import Store
+from sync.store.integrations import credentials_of
 from sync.store.models import Integration
 
 #: Delegated permission calsync asks for; MSAL adds openid, profile and offline_access.
@@ -95,13 +96,9 @@ class OutlookChannel:
     # -- tokens ------------------------------------------------------------------------------
 
     def _mailbox(self, integration_id: int | None) -> _Mailbox:
-        if integration_id is None:
-            raise PermanentError("no Outlook integration given for this placement")
         with self.store.tx() as db:
-            row = db.get(Integration, integration_id)
-            if row is None:
-                raise AuthError("the Outlook integration was removed")
-            blob, account, calendar = row.credentials, row.account_email or row.user_id, row.calendar_id
+            blob, account, calendar = credentials_of(db, integration_id, "Outlook")
+        assert integration_id is not None
         with self._lock:
             for (iid, seen), box in self._mailboxes.items():
                 if iid == integration_id and seen == blob:

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session as Db
 
 from sync.desired import Usable
+from sync.errors import AuthError, PermanentError
 from sync.store.models import Integration
 
 #: Statuses whose credentials still work: ``disconnecting`` routes the person to
@@ -25,6 +26,21 @@ def usable(db: Db, user_ids: Iterable[str]) -> list[Usable]:
         .where(Integration.user_id.in_(ids), Integration.status.in_(USABLE))
     )
     return [Usable(iid, uid, provider, status == "active") for iid, uid, provider, status in rows]
+
+
+def credentials_of(db: Db, integration_id: int | None, provider: str) -> tuple[bytes, str, str | None]:
+    """(sealed credentials, account, calendar id) for a channel about to act.
+
+    Raises:
+      PermanentError: no integration was given (a planning bug, not the person's).
+      AuthError: the integration is gone, so the person falls back to email.
+    """
+    if integration_id is None:
+        raise PermanentError(f"no {provider} integration given for this placement")
+    row = db.get(Integration, integration_id)
+    if row is None:
+        raise AuthError(f"the {provider} integration was removed")
+    return row.credentials, row.account_email or row.user_id, row.calendar_id
 
 
 def mark_needs_reconnect(db: Db, integration_id: int, reason: str) -> None:
