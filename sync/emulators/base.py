@@ -348,8 +348,16 @@ class EmulatorServer:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        #: Registered OAuth clients; empty means any client id and secret is accepted.
+        self.clients: dict[str, dict[str, Any]] = {}
         if start:
             self.start()
+
+    def add_client(self, client_id: str, client_secret: str | None = None,
+                   redirect_uris: tuple[str, ...] | None = None) -> None:
+        """Register an OAuth client; once any is registered, unknown clients are refused."""
+        with self.lock:
+            self.clients[client_id] = {"secret": client_secret, "redirect_uris": redirect_uris}
 
     # ---- lifecycle -------------------------------------------------------------------------
 

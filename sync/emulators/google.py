@@ -364,7 +364,6 @@ class GoogleEmulator(EmulatorServer):
         self.consent_decision: str = "allow"  # or "deny" -> redirect with error=access_denied
         self.consent_user: str | None = None  # who consents when no login_hint is given
         self.auto_add_users: bool = False  # consent for an unknown login_hint creates the user
-        self.clients: dict[str, dict[str, Any]] = {}  # empty: any client_id/secret accepted
         # state
         self._users: dict[str, GoogleUser] = {}
         self._grants: list[_Grant] = []
@@ -435,12 +434,6 @@ class GoogleEmulator(EmulatorServer):
             cal = self._canonical_cal(user, calendar_id)
             user.calendars.pop(cal, None)
             self._cals.pop((user.email, cal), None)
-
-    def add_client(self, client_id: str, client_secret: str | None = None,
-                   redirect_uris: tuple[str, ...] | None = None) -> None:
-        """Register an OAuth client; once any is registered, unknown clients are refused."""
-        with self.lock:
-            self.clients[client_id] = {"secret": client_secret, "redirect_uris": redirect_uris}
 
     def issue_refresh_token(self, email: str, scopes: tuple[str, ...] = DEFAULT_SCOPES,
                             client_id: str | None = None) -> str:

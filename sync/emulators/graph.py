@@ -549,7 +549,6 @@ class GraphEmulator(EmulatorServer):
         self.consent_decision: str = "allow"  # or "deny": redirect with error=access_denied
         self.consent_user: str | None = None
         self.auto_add_users: bool = False
-        self.clients: dict[str, dict[str, Any]] = {}
         self.app_permissions: set[str] = {"Calendars.ReadWrite", "User.Read.All"}
         # state
         self._users: dict[str, GraphUser] = {}
@@ -647,12 +646,6 @@ class GraphEmulator(EmulatorServer):
             cal_id = self._new_outlook_id()
             user.calendars[cal_id] = name
             return cal_id
-
-    def add_client(self, client_id: str, client_secret: str | None = None,
-                   redirect_uris: tuple[str, ...] | None = None) -> None:
-        """Register an app; once any is registered, unknown clients are refused (AADSTS700016)."""
-        with self.lock:
-            self.clients[client_id] = {"secret": client_secret, "redirect_uris": redirect_uris}
 
     def issue_refresh_token(self, email: str, scopes: tuple[str, ...] = DEFAULT_SCOPES,
                             client_id: str | None = None) -> str:
