@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sync import limits
+from sync import limits, metrics
 from sync.channels import Target
 from sync.errors import AuthError, EventGone, PermanentError, TransientError
 from sync.plan import Action, Kind
@@ -33,9 +33,17 @@ class Outcome:
     error: str | None = None
     #: A person whose credentials just died: their other sessions need re-routing too.
     dead_user: str | None = None
+    #: How it ended, for metrics: ok, retrying, failed, throttled, rerouted, drift.
+    label: str = "ok"
 
 
 def apply(rt: Runtime, session_id: str, revision: int, action: Action, integration_id: int | None) -> Outcome:
+    outcome = _apply(rt, session_id, revision, action, integration_id)
+    metrics.count(action.channel, action.kind.value, outcome.label)
+    return outcome
+
+
+def _apply(rt: Runtime, session_id: str, revision: int, action: Action, integration_id: int | None) -> Outcome:
     assert action.kind is not Kind.NOTHING and action.placement_id is not None
     with rt.store.tx() as db:
         row = db.get(Placement, action.placement_id)
@@ -82,7 +90,7 @@ def _failed(rt: Runtime, session_id: str, action: Action, error: str, *, transie
         placements.record_failure(db, row, error, final=final, retry_at=retry_at)
         placements.log(db, session_id, action, "failed" if final else "retrying", error=error,
                        attempt=row.attempts, retry_in_ms=delay)
-    return Outcome(ok=False, retry_in_ms=delay, error=error)
+    return Outcome(ok=False, retry_in_ms=delay, error=error, label="failed" if final else "retrying")
 
 
 def _auth_failed(rt: Runtime, session_id: str, action: Action, integration_id: int | None,
@@ -96,7 +104,7 @@ def _auth_failed(rt: Runtime, session_id: str, action: Action, integration_id: i
         # A copy there (if any) can no longer be changed: it waits for a reconnect.
         row.state, row.last_error = ("stranded" if row.live else "failed"), error
         placements.log(db, session_id, action, "rerouted", error=error)
-    return Outcome(ok=False, reroute=True, error=error, dead_user=action.user_id)
+    return Outcome(ok=False, reroute=True, error=error, dead_user=action.user_id, label="rerouted")
 
 
 def _drifted(rt: Runtime, session_id: str, action: Action, error: str) -> Outcome:
@@ -106,7 +114,7 @@ def _drifted(rt: Runtime, session_id: str, action: Action, error: str) -> Outcom
         row.live, row.external_id, row.state, row.last_error = False, None, "drift", error
         row.content_hash = row.material_hash = None
         placements.log(db, session_id, action, "drift", error=error)
-    return Outcome(ok=False, error=error)
+    return Outcome(ok=False, error=error, label="drift")
 
 
 def _throttled(rt: Runtime, session_id: str, action: Action, error: str, retry_after: float) -> Outcome:
@@ -118,4 +126,4 @@ def _throttled(rt: Runtime, session_id: str, action: Action, error: str, retry_a
         row.state, row.last_error = "retrying", error
         row.next_attempt_at = utcnow() + timedelta(milliseconds=delay)
         placements.log(db, session_id, action, "throttled", error=error, retry_in_ms=delay)
-    return Outcome(ok=False, retry_in_ms=delay, error=error)
+    return Outcome(ok=False, retry_in_ms=delay, error=error, label="throttled")

@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     sweep_interval_seconds: int = 300
     #: Worker threads for the in-process worker of ``memory://``.
     embedded_worker_threads: int = 4
+    #: Port of the workers' Prometheus endpoint (Dramatiq's and calsync's metrics); 0 turns it off.
+    metrics_port: int = 0
+    #: Address the metrics endpoint binds; loopback unless a scraper elsewhere needs it.
+    metrics_host: str = "127.0.0.1"
 
     @field_validator("secret_keys", mode="before")
     @classmethod

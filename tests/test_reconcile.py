@@ -153,3 +153,17 @@ def test_two_workers_racing_on_one_session_send_once(db_url: str):
     # Then each participant got exactly one invite, and the loser was told to come back
     assert sorted(channel.ops()) == [("place", "u-1", 0), ("place", "u-2", 0)]
     assert any(r.busy for r in results.values())
+
+
+def test_actions_are_counted_for_metrics(runtime: Runtime, channel: RecordingChannel):
+    from prometheus_client import REGISTRY
+
+    def sample(outcome: str) -> float:
+        labels = {"channel": "email", "action": "create", "outcome": outcome}
+        return REGISTRY.get_sample_value("calsync_placement_actions_total", labels) or 0.0
+
+    before_ok, before_retry = sample("ok"), sample("retrying")
+    upsert(runtime)
+    channel.fail_with = [TransientError("SMTP 451")]
+    reconcile(runtime, "sess-42")
+    assert (sample("ok") - before_ok, sample("retrying") - before_retry) == (1.0, 1.0)

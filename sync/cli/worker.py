@@ -39,6 +39,8 @@ def worker(processes: int | None, threads: int | None, log_config: Path | None,
     settings.require("smtp_url")
     settings.require("mail_from")
 
+    if settings.metrics_port:
+        _prepare_metrics(settings.metrics_host, settings.metrics_port)
     argv = [sys.executable, "-m", "dramatiq", "worker"]
     if log_config is not None:
         os.environ["CALSYNC_LOG_CONFIG"] = str(log_config.resolve())
@@ -50,6 +52,22 @@ def worker(processes: int | None, threads: int | None, log_config: Path | None,
     argv += dramatiq_args
     sys.stdout.flush()
     os.execvp(argv[0], argv)
+
+
+def _prepare_metrics(host: str, port: int) -> None:
+    """A fresh multiprocess folder for this run, set before any worker process imports prometheus_client.
+
+    Dramatiq's exposition server reads dramatiq_prom_* once at import and never
+    clears its folder, so counters from an earlier run would be served again.
+    """
+    import shutil
+    import tempfile
+
+    folder = os.path.join(tempfile.gettempdir(), f"calsync-metrics-{port}")
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+    os.environ.update({"dramatiq_prom_host": host, "dramatiq_prom_port": str(port), "dramatiq_prom_db": folder,
+                       "PROMETHEUS_MULTIPROC_DIR": folder})
 
 
 @click.command(cls=OneLineCommand)
