@@ -1,4 +1,4 @@
-"""Shared fixtures: a migrated store on SQLite and PostgreSQL, runtimes, recording channels.
+"""Shared fixtures: a migrated store on SQLite and PostgreSQL, runtimes, recording channels, the Google emulator.
 
 The broker is forced to ``memory://`` before anything imports ``sync.broker``,
 because Dramatiq binds actors to the broker at import time. End-to-end tests
@@ -22,6 +22,7 @@ from sqlalchemy import create_engine, text  # noqa: E402
 
 from factories import RecordingChannel, make_settings  # noqa: E402
 from sync.config import get_settings  # noqa: E402
+from sync.emulators.google import GoogleEmulator  # noqa: E402
 from sync.runtime import Runtime  # noqa: E402
 from sync.store.db import Store  # noqa: E402
 from sync.store.migrate import upgrade  # noqa: E402
@@ -84,3 +85,14 @@ def channel() -> RecordingChannel:
 @pytest.fixture
 def runtime(db_url: str, channel: RecordingChannel) -> Runtime:
     return Runtime(make_settings(db_url), Store(db_url), channels=lambda s, st: {"email": channel})
+
+
+@pytest.fixture
+def emu() -> Iterator[GoogleEmulator]:
+    """The Google emulator on 127.0.0.1, which must answer every request without an internal error.
+
+    Modules that test another provider define their own ``emu``.
+    """
+    with GoogleEmulator() as emulator:
+        yield emulator
+        assert emulator.internal_errors == [], emulator.internal_errors[0]

@@ -5,48 +5,26 @@ from __future__ import annotations
 import email
 import email.policy
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import icalendar
 import pytest
 
+from cli import assert_one_line_error, calsync, cli_env, upgraded_runner
 from factories import session_data
-
-ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    """A clean environment: only the settings under test, so the developer's own CALSYNC_* cannot leak in."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("CALSYNC_")}
-    return {
-        **base,
-        "PYTHONPATH": str(ROOT),
-        "CALSYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
-        "CALSYNC_BROKER_URL": "memory://",
-        "CALSYNC_SMTP_URL": (tmp_path / "out").as_uri(),
-        "CALSYNC_MAIL_FROM": "sessions@calsync.example",
-        "CALSYNC_SWEEP_INTERVAL_SECONDS": "0",
-    }
-
-
-def calsync(env: dict[str, str], cwd: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
-    # cwd is a scratch folder so a .env in the repository is not read.
-    result = subprocess.run([sys.executable, "-m", "sync.cli", *args], env=env, cwd=cwd, input=stdin,
-                            capture_output=True, timeout=120)
-    return subprocess.CompletedProcess(result.args, result.returncode, result.stdout.decode(), result.stderr.decode())
+    return cli_env(tmp_path)
 
 
 @pytest.fixture
 def run(env: dict[str, str], tmp_path: Path):
     """calsync against a migrated database."""
-    assert calsync(env, tmp_path, "db", "upgrade").returncode == 0
-    return lambda *args, stdin=None: calsync(env, tmp_path, *args, stdin=stdin)
+    return upgraded_runner(env, tmp_path)
 
 
 def invites(folder: Path) -> list[tuple[str, str, str, int]]:
@@ -60,13 +38,6 @@ def invites(folder: Path) -> list[tuple[str, str, str, int]]:
         found.append((message["To"].addresses[0].addr_spec, str(calendar["METHOD"]), str(event["UID"]),
                       int(event["SEQUENCE"])))
     return found
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], *words: str) -> None:
-    assert "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    for word in words:
-        assert word in result.stderr
 
 
 def test_db_upgrade_reports_the_revision_and_is_repeatable(env, tmp_path: Path):

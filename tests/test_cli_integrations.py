@@ -11,9 +11,7 @@ from __future__ import annotations
 import email
 import email.policy
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -21,22 +19,13 @@ import icalendar
 import pytest
 import requests
 
+from cli import CLIENT_ID, CLIENT_SECRET, cli_env, command, google_env, upgraded_runner
 from factories import session_data
-from sync.crypto import new_key
 from sync.emulators.google import GoogleEmulator
 
-ROOT = Path(__file__).resolve().parents[1]
 MENTOR = "mentor@example.com"
-CLIENT_ID, CLIENT_SECRET = "calsync-cli-test", "cli-test-secret"
 
 pytestmark = pytest.mark.slow
-
-
-def calsync(env: dict[str, str], cwd: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
-    # cwd is a scratch folder so a .env in the repository is not read.
-    result = subprocess.run([sys.executable, "-m", "sync.cli", *args], env=env, cwd=cwd, input=stdin,
-                            capture_output=True, timeout=120)
-    return subprocess.CompletedProcess(result.args, result.returncode, result.stdout.decode(), result.stderr.decode())
 
 
 def to_mentor(tmp_path: Path) -> list[tuple[str, int]]:
@@ -53,43 +42,15 @@ def to_mentor(tmp_path: Path) -> list[tuple[str, int]]:
 
 
 @pytest.fixture
-def emu():
-    with GoogleEmulator() as emulator:
-        yield emulator
-        assert emulator.internal_errors == []
-
-
-@pytest.fixture
 def env(tmp_path: Path, emu: GoogleEmulator) -> dict[str, str]:
-    """Only the settings under test, so the developer's own CALSYNC_* cannot leak in."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("CALSYNC_")}
-    return {
-        **base,
-        "PYTHONPATH": str(ROOT),
-        "CALSYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
-        "CALSYNC_BROKER_URL": "memory://",
-        "CALSYNC_SMTP_URL": (tmp_path / "out").as_uri(),
-        "CALSYNC_MAIL_FROM": "sessions@calsync.example",
-        "CALSYNC_SWEEP_INTERVAL_SECONDS": "0",
-        "CALSYNC_RETRY_MIN_BACKOFF_MS": "50",
-        "CALSYNC_RETRY_MAX_BACKOFF_MS": "200",
-        "CALSYNC_IO_TIMEOUT_SECONDS": "5",
-        "CALSYNC_SECRET_KEYS": new_key(),
-        "CALSYNC_GOOGLE_CLIENT_ID": CLIENT_ID,
-        "CALSYNC_GOOGLE_CLIENT_SECRET": CLIENT_SECRET,
-        "CALSYNC_GOOGLE_API_URL": emu.url,
-        "CALSYNC_GOOGLE_TOKEN_URL": emu.token_url,
-        "CALSYNC_GOOGLE_AUTH_URL": emu.auth_url,
-        "CALSYNC_GOOGLE_REVOKE_URL": emu.revoke_url,
-        "CALSYNC_GOOGLE_USERINFO_URL": emu.userinfo_url,
-    }
+    """The CLI's clean environment, pointed at the Google emulator."""
+    return cli_env(tmp_path, **google_env(emu))
 
 
 @pytest.fixture
 def run(env: dict[str, str], tmp_path: Path):
     """calsync against a migrated database."""
-    assert calsync(env, tmp_path, "db", "upgrade").returncode == 0
-    return lambda *args, stdin=None: calsync(env, tmp_path, *args, stdin=stdin)
+    return upgraded_runner(env, tmp_path)
 
 
 def mentor_import(token: str, **overrides: object) -> dict[str, object]:
@@ -233,7 +194,7 @@ def test_connect_takes_the_pasted_redirect_and_moves_the_person_to_their_calenda
     book(run)
     emu.add_user(MENTOR)
     # When support starts the connect flow at a terminal
-    proc = subprocess.Popen([sys.executable, "-m", "sync.cli", "integrations", "connect", "u-1", "google"],
+    proc = subprocess.Popen(command("integrations", "connect", "u-1", "google"),
                             env=env, cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:

@@ -8,9 +8,7 @@ and Dramatiq's own Lua script moves it to the XQ.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -22,6 +20,7 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.message import Message
 
+from cli import assert_one_line_error, calsync, cli_env, upgraded_runner
 from conftest import REDIS_URL, require_service
 from factories import session_data
 from smtpserver import SmtpServer
@@ -32,7 +31,6 @@ from sync.status import Lagging, QueueStats, StoreStats, find_problems
 from sync.store.db import Store, utcnow
 from sync.store.models import Integration, Placement, SessionRow
 
-ROOT = Path(__file__).resolve().parents[1]
 QUEUE_KEY = "dramatiq:calsync"
 XQ = "dramatiq:calsync.XQ"
 
@@ -55,43 +53,19 @@ def redis_client() -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def env(tmp_path: Path, redis_client: redis.Redis) -> dict[str, str]:
-    """Only the settings under test, so the developer's own CALSYNC_* cannot leak in."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("CALSYNC_")}
-    return {
-        **base,
-        "PYTHONPATH": str(ROOT),
-        "CALSYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'ops.db'}",
-        "CALSYNC_BROKER_URL": REDIS_URL,
-        "CALSYNC_SMTP_URL": (tmp_path / "out").as_uri(),
-        "CALSYNC_MAIL_FROM": "sessions@calsync.example",
-        "CALSYNC_SWEEP_INTERVAL_SECONDS": "0",
-    }
-
-
-def calsync(env: dict[str, str], cwd: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
-    # cwd is a scratch folder so a .env in the repository is not read.
-    result = subprocess.run([sys.executable, "-m", "sync.cli", *args], env=env, cwd=cwd, input=stdin,
-                            capture_output=True, timeout=120)
-    return subprocess.CompletedProcess(result.args, result.returncode, result.stdout.decode(), result.stderr.decode())
+    """The CLI's clean environment, with the test Redis as the broker."""
+    return cli_env(tmp_path, CALSYNC_BROKER_URL=REDIS_URL)
 
 
 @pytest.fixture
 def run(env: dict[str, str], tmp_path: Path):
     """calsync against a migrated database, with ``env=`` overrides per call."""
-    assert calsync(env, tmp_path, "db", "upgrade").returncode == 0
-    return lambda *args, stdin=None, **over: calsync({**env, **over}, tmp_path, *args, stdin=stdin)
+    return upgraded_runner(env, tmp_path)
 
 
 @pytest.fixture
 def store(env: dict[str, str], run) -> Store:
     return Store(env["CALSYNC_DATABASE_URL"])
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], *words: str) -> None:
-    assert "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    for word in words:
-        assert word in result.stderr, result.stderr
 
 
 def kill(client: redis.Redis, *session_ids: str) -> list[str]:

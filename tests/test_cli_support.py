@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -22,66 +21,32 @@ import pytest
 import redis
 from sqlalchemy import select
 
+from cli import assert_one_line_error, calsync, cli_env, command, google_env, runner
 from conftest import REDIS_URL, require_service
 from factories import make_settings, session_data
 from sync import api
-from sync.crypto import new_key
 from sync.emulators.google import GoogleEmulator
 from sync.runtime import Runtime
 from sync.store.db import Store
 from sync.store.models import Placement
 
-ROOT = Path(__file__).resolve().parents[1]
 MENTOR = "mentor@example.com"
 TITLE = "Session 2: Setting goals"
 
 pytestmark = pytest.mark.slow
 
 
-def calsync(env: dict[str, str], cwd: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
-    # cwd is a scratch folder so a .env in the repository is not read.
-    result = subprocess.run([sys.executable, "-m", "sync.cli", *args], env=env, cwd=cwd, input=stdin,
-                            capture_output=True, timeout=120)
-    return subprocess.CompletedProcess(result.args, result.returncode, result.stdout.decode(), result.stderr.decode())
-
-
-@pytest.fixture
-def emu():
-    with GoogleEmulator() as emulator:
-        yield emulator
-        assert emulator.internal_errors == []
-
-
 @pytest.fixture
 def env(tmp_path: Path, emu: GoogleEmulator) -> dict[str, str]:
-    """Only the settings under test, so the developer's own CALSYNC_* cannot leak in."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("CALSYNC_")}
-    return {
-        **base,
-        "PYTHONPATH": str(ROOT),
-        "CALSYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
-        "CALSYNC_BROKER_URL": "memory://",
-        "CALSYNC_SMTP_URL": (tmp_path / "out").as_uri(),
-        "CALSYNC_MAIL_FROM": "sessions@calsync.example",
-        "CALSYNC_SWEEP_INTERVAL_SECONDS": "0",
-        "CALSYNC_RETRY_MIN_BACKOFF_MS": "50",
-        "CALSYNC_RETRY_MAX_BACKOFF_MS": "200",
-        "CALSYNC_IO_TIMEOUT_SECONDS": "5",
-        "CALSYNC_SECRET_KEYS": new_key(),
-        "CALSYNC_GOOGLE_CLIENT_ID": "calsync-cli-test",
-        "CALSYNC_GOOGLE_CLIENT_SECRET": "cli-test-secret",
-        "CALSYNC_GOOGLE_API_URL": emu.url,
-        "CALSYNC_GOOGLE_TOKEN_URL": emu.token_url,
-    }
+    """The CLI's clean environment, pointed at the Google emulator."""
+    return cli_env(tmp_path, **google_env(emu))
 
 
 @pytest.fixture(scope="module")
 def migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One `calsync db upgrade` per module; each test starts from a copy of that database."""
     folder = tmp_path_factory.mktemp("template")
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("CALSYNC_")}
-    environment.update(PYTHONPATH=str(ROOT), CALSYNC_DATABASE_URL=f"sqlite:///{folder / 'cli.db'}")
-    upgraded = calsync(environment, folder, "db", "upgrade")
+    upgraded = calsync(cli_env(folder), folder, "db", "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr
     return folder / "cli.db"
 
@@ -90,7 +55,7 @@ def migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def run(env: dict[str, str], tmp_path: Path, migrated: Path):
     """calsync against a migrated database."""
     shutil.copyfile(migrated, tmp_path / "cli.db")
-    return lambda *args, stdin=None: calsync(env, tmp_path, *args, stdin=stdin)
+    return runner(env, tmp_path)
 
 
 def upcoming(**overrides: object) -> dict[str, object]:
@@ -128,13 +93,6 @@ def placements(env: dict[str, str]) -> list[tuple[object, ...]]:
 
 def differences(report: dict[str, object]) -> dict[str, list[str]]:
     return {p["user_id"]: [d["kind"] for d in p["differences"]] for p in report["participants"]}
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], *words: str) -> None:
-    assert "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    for word in words:
-        assert word in result.stderr, result.stderr
 
 
 # -- the drift test --------------------------------------------------------------------------------
@@ -345,7 +303,7 @@ def test_resync_wait_follows_a_redis_worker_and_counts_what_it_did(run, redis_en
     assert dry.returncode == 0, dry.stderr
     assert json.loads(dry.stdout)["would_enqueue"] == ["sess-43"] and queued(client) == 0
     # And a worker process consumes the queue
-    worker = subprocess.Popen([sys.executable, "-m", "sync.cli", "worker", "--processes", "1", "--threads", "2"],
+    worker = subprocess.Popen(command("worker", "--processes", "1", "--threads", "2"),
                               env=environment, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
     try:

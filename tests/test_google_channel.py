@@ -21,13 +21,6 @@ from sync.store.models import Integration
 MENTOR = "mentor@example.com"
 
 
-@pytest.fixture
-def emu():
-    with GoogleEmulator() as emulator:
-        yield emulator
-        assert emulator.internal_errors == []
-
-
 def google_runtime(db_url: str, emu: GoogleEmulator, email: RecordingChannel, **overrides) -> Runtime:
     settings = make_settings(
         db_url, google_client_id="calsync-test", google_client_secret="s3cret", google_api_url=emu.url,
@@ -60,6 +53,13 @@ def connect_mentor(rt: Runtime, emu: GoogleEmulator) -> str:
 
 def book(rt: Runtime, **overrides) -> None:
     assert api.upsert_session(session_data(**overrides), rt=rt, enqueue=False).ok
+
+
+def assert_mentor_fell_back_to_email(rt: Runtime, email: RecordingChannel, reason: str) -> None:
+    """The mentor's integration needs a reconnect, saying why, and they got an emailed invite instead."""
+    [row] = integrations.list_integrations(rt)
+    assert row["status"] == "needs_reconnect" and reason in row["reason"]
+    assert ("place", "u-1", 0) in email.ops()
 
 
 def test_mixed_session_gives_one_event_and_one_invite_and_no_google_email(rt, emu, email):
@@ -240,9 +240,7 @@ def test_token_death_switches_to_email_in_the_same_reconcile_and_reconnect_switc
     book(rt, version=2, start="2026-12-01T17:00:00-05:00", end="2026-12-01T18:00:00-05:00")
     reconcile(rt, "sess-42")
     # Then the integration needs a reconnect and the mentor got an emailed invite right away
-    [row] = integrations.list_integrations(rt)
-    assert row["status"] == "needs_reconnect" and "invalid_grant" in row["reason"]
-    assert ("place", "u-1", 0) in email.ops()
+    assert_mentor_fell_back_to_email(rt, email, "invalid_grant")
     # When they reconnect with a new token
     fresh = emu.issue_refresh_token(MENTOR)
     integrations.import_integrations(rt, [{"user_id": "u-1", "provider": "google", "refresh_token": fresh}],
@@ -260,9 +258,7 @@ def test_missing_calendar_falls_back_to_email(rt, emu, email):
                                            "refresh_token": token}], enqueue=lambda sid: None)
     book(rt)
     reconcile(rt, "sess-42")
-    [row] = integrations.list_integrations(rt)
-    assert row["status"] == "needs_reconnect" and "not found" in row["reason"]
-    assert ("place", "u-1", 0) in email.ops()
+    assert_mentor_fell_back_to_email(rt, email, "not found")
 
 
 def test_undecryptable_credentials_fall_back_to_email(rt, emu, email):
@@ -271,9 +267,7 @@ def test_undecryptable_credentials_fall_back_to_email(rt, emu, email):
         db.query(Integration).one().credentials = CredentialBox([new_key()]).seal({"refresh_token": "x"})
     book(rt)
     reconcile(rt, "sess-42")
-    [row] = integrations.list_integrations(rt)
-    assert row["status"] == "needs_reconnect" and "decrypt" in row["reason"]
-    assert ("place", "u-1", 0) in email.ops()
+    assert_mentor_fell_back_to_email(rt, email, "decrypt")
 
 
 def test_answer_that_is_not_json_is_retried_not_crashed(rt, emu, email):

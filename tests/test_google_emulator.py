@@ -11,7 +11,7 @@ import base64
 import hashlib
 import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
 import google_auth_httplib2
@@ -27,13 +27,6 @@ from sync.emulators import FakeClock, GoogleEmulator
 
 MENTOR = "mentor@example.com"
 SESSION_PROP = "calsyncSession"
-
-
-@pytest.fixture
-def emu() -> Iterator[GoogleEmulator]:
-    with GoogleEmulator() as emulator:
-        yield emulator
-        assert emulator.internal_errors == [], emulator.internal_errors[0]
 
 
 def make_service(emu: GoogleEmulator, refresh_token: str, *, timeout: float | None = None,
@@ -177,7 +170,8 @@ def test_second_delete_is_410_and_unknown_is_404(service) -> None:
     unknown = http_error(lambda: service.events().delete(calendarId="primary", eventId="nosuchevent").execute())
 
     # Then Google's 410 deleted and 404 notFound
-    assert (gone.status_code, gone.error_details[0]["reason"], gone.reason) == (410, "deleted", "Resource has been deleted")
+    assert (gone.status_code, gone.error_details[0]["reason"], gone.reason) == (
+        410, "deleted", "Resource has been deleted")
     assert (unknown.status_code, unknown.error_details[0]["reason"]) == (404, "notFound")
 
 
