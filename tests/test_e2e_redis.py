@@ -14,7 +14,7 @@ import redis
 
 from conftest import REDIS_URL, require_service
 from factories import make_settings, session_data
-from smtpserver import SmtpServer
+from smtpserver import SmtpServer, free_port
 from sync import api
 from sync.runtime import Runtime
 from sync.store.db import Store
@@ -37,6 +37,7 @@ def env(tmp_path: Path):
             "CALSYNC_SMTP_URL": smtp.url,
             "CALSYNC_MAIL_FROM": "sessions@calsync.example",
             "CALSYNC_SWEEP_INTERVAL_SECONDS": "1",
+            "CALSYNC_METRICS_PORT": str(free_port()),
             "PYTHONPATH": str(ROOT),
         }
         yield environment, smtp
@@ -80,6 +81,10 @@ def test_upsert_then_worker_delivers_invites(env, tmp_path: Path):
         assert api.upsert_session(moved, rt=Runtime(make_settings(url), Store(url)), enqueue=False).ok
         # Then the periodic sweeper finds it lagging and the update still goes out
         assert wait_for(lambda: len(smtp.mailbox.messages) >= 4), worker_output(worker)
+        # And the workers' metrics endpoint counts the two invites and the two updates
+        counted = 'action="create",channel="email",outcome="ok"} 2.0'
+        assert wait_for(lambda: counted in metrics(environment)), metrics(environment)
+        assert 'action="update",channel="email",outcome="ok"} 2.0' in metrics(environment)
     finally:
         worker.terminate()
         worker.wait(30)
@@ -96,3 +101,14 @@ def worker_output(worker: subprocess.Popen) -> str:
     worker.terminate()
     out, _ = worker.communicate(timeout=30)
     return out.decode(errors="replace")[-3000:]
+
+
+def metrics(environment: dict) -> str:
+    import requests
+
+    try:
+        url = f"http://127.0.0.1:{environment['CALSYNC_METRICS_PORT']}/"
+        text = requests.get(url, timeout=2).text
+    except requests.RequestException:
+        return ""
+    return "\n".join(line for line in text.splitlines() if line.startswith("calsync_placement_actions_total"))
