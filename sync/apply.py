@@ -48,9 +48,10 @@ def _apply(rt: Runtime, session_id: str, revision: int, action: Action, integrat
     with rt.store.tx() as db:
         row = db.get(Placement, action.placement_id)
         assert row is not None
+        maybe_exists = row.live  # a copy is live, or an earlier attempt's outcome is unknown
         placements.mark_sending(db, row, action)
         target = Target(placement_id=row.id, user_id=row.user_id, external_id=row.external_id,
-                        sequence=action.sequence, integration_id=integration_id)
+                        sequence=action.sequence, integration_id=integration_id, maybe_exists=maybe_exists)
     channel = rt.channel(action.channel)
     try:
         if channel is None:

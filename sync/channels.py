@@ -24,6 +24,8 @@ class Target:
       external_id(str | None): the provider's id for the event, once known.
       sequence(int): the iCalendar SEQUENCE to send with this action.
       integration_id(int | None): the credentials to act with; None for email.
+      maybe_exists(bool): an earlier attempt may have created a copy whose answer was
+        lost; False for a first placement, so a channel can skip looking for one.
     """
 
     placement_id: int
@@ -31,6 +33,7 @@ class Target:
     external_id: str | None
     sequence: int
     integration_id: int | None = None
+    maybe_exists: bool = True
 
 
 @dataclass(frozen=True)

@@ -301,3 +301,12 @@ def test_group_session_one_event_per_calendar_one_invite(sqlite_url, emu, email)
 def test_requests_session_trusts_only_the_emulator_ca(emu):
     with pytest.raises(requests.exceptions.SSLError):
         requests.get(emu.openid_configuration_url, timeout=5)
+
+
+def test_a_first_create_costs_one_call(rt, emu, email):
+    # Given a mailbox and a new session
+    connect_mentee(rt, emu)
+    book(rt)
+    # When it is placed for the first time, no lookup precedes the create (nothing can exist yet)
+    reconcile(rt, "sess-42")
+    assert graph_calls(emu) == [("POST", 201)]

@@ -239,8 +239,8 @@ class OutlookChannel:
                     raise EventGone("the person deleted the event in Outlook; resync re-creates it") from None
                 raise
             return Receipt(target.external_id, "updated")
-        # No recorded id: either a first create, or one whose answer was lost.
-        existing = self._find(mb, event)
+        # No recorded id: a first create, or (maybe_exists) one whose answer was lost.
+        existing = self._find(mb, event) if target.maybe_exists else None
         if existing:
             self._call(mb, "PATCH", f"{self._events_path(mb)}/{existing}", "updating the found event",
                        json=to_graph(event))
