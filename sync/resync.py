@@ -71,15 +71,15 @@ def plan_many(rt: Runtime, ids: list[str], *, retry_failed: bool = True) -> Iter
             for p in db.execute(select(ParticipantRow.__table__).where(ParticipantRow.session_id.in_(chunk))):
                 parts[p.session_id].append(p)
             recs: dict[str, list[Any]] = defaultdict(list)
-            p_cols = [getattr(Placement, c) for c in PLANNED_COLUMNS]
-            for pl in db.execute(select(*p_cols).where(Placement.session_id.in_(chunk))):
-                recs[pl.session_id].append(pl)
+            p_cols = [Placement.session_id, *(getattr(Placement, c) for c in PLANNED_COLUMNS)]
+            for sid, *values in db.execute(select(*p_cols).where(Placement.session_id.in_(chunk))):
+                recs[sid].append(placements.recorded_from(values))
             people = {p.user_id for ps in parts.values() for p in ps} | {p.user_id for ps in recs.values() for p in ps}
             usable_by_user = defaultdict(list)
             for u in integrations.usable(db, people):
                 usable_by_user[u.user_id].append(u)
             loaded = [(sid, rows[sid].revision, to_stored(rows[sid], parts[sid]),
-                       [placements.recorded(p) for p in recs[sid]]) for sid in chunk if sid in rows]
+                       recs[sid]) for sid in chunk if sid in rows]
         for sid, revision, session, recorded in loaded:
             users = {p.user_id for p in session.participants} | {r.user_id for r in recorded}
             usable = [u for uid in users for u in usable_by_user.get(uid, ())]

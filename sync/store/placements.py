@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -13,21 +15,22 @@ from sync.render import Recipient, RenderedEvent
 from sync.store.db import utcnow
 from sync.store.models import Placement, SyncLog
 
-#: The columns :func:`recorded` reads; bulk planning selects only these.
-PLANNED_COLUMNS = ("id", "session_id", "user_id", "channel", "recipient_email", "recipient_name",
-                   "recipient_timezone", "live", "state", "sequence", "content_hash", "material_hash",
-                   "external_id", "last_error", "revision")
+#: The columns the planner reads, in the order :func:`recorded_from` takes them.
+PLANNED_COLUMNS = ("id", "user_id", "channel", "recipient_email", "recipient_name", "recipient_timezone", "live",
+                   "state", "sequence", "content_hash", "material_hash", "external_id", "last_error", "revision")
+
+
+def recorded_from(values: Sequence[Any]) -> Recorded:
+    """A Recorded from PLANNED_COLUMNS values, positionally: bulk planning reads plain
+    tuples, where looking columns up by name would cost more than the planning."""
+    (pid, user_id, channel, email, name, tz, live, state, sequence, content_hash, material_hash, external_id,
+     last_error, revision) = values
+    return Recorded(pid, user_id, channel, Recipient(user_id, email, name, tz or "UTC"), live, state, sequence,
+                    content_hash, material_hash, external_id, last_error, revision)
 
 
 def recorded(row: Placement) -> Recorded:
-    return Recorded(
-        placement_id=row.id, user_id=row.user_id, channel=row.channel,
-        recipient=Recipient(row.user_id, row.recipient_email, row.recipient_name,
-                            row.recipient_timezone or "UTC"),
-        live=row.live, state=row.state, sequence=row.sequence, content_hash=row.content_hash,
-        material_hash=row.material_hash, external_id=row.external_id, last_error=row.last_error,
-        revision=row.revision,
-    )
+    return recorded_from([getattr(row, c) for c in PLANNED_COLUMNS])
 
 
 def for_session(db: Db, session_id: str) -> list[Placement]:
