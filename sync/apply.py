@@ -63,7 +63,7 @@ def _apply(rt: Runtime, session_id: str, revision: int, action: Action, integrat
     except EventGone as exc:
         return _drifted(rt, session_id, action, str(exc))
     except Throttled as exc:
-        return _throttled(rt, session_id, action, str(exc), exc.retry_after or 1.0)
+        return _throttled(rt, session_id, action, str(exc), exc.retry_after or 1.0, was_live=maybe_exists)
     except TransientError as exc:
         return _failed(rt, session_id, action, str(exc), transient=True, retry_after=exc.retry_after)
     except PermanentError as exc:
@@ -118,13 +118,18 @@ def _drifted(rt: Runtime, session_id: str, action: Action, error: str) -> Outcom
     return Outcome(ok=False, error=error, label="drift")
 
 
-def _throttled(rt: Runtime, session_id: str, action: Action, error: str, retry_after: float) -> Outcome:
-    """A quota said wait: the placement comes back later, and no attempt is spent."""
+def _throttled(rt: Runtime, session_id: str, action: Action, error: str, retry_after: float, *,
+               was_live: bool) -> Outcome:
+    """A quota said wait: the placement comes back later, and no attempt is spent.
+
+    Nothing was applied (our limiter stopped the call, or the provider refused
+    it with 429), so the copy is exactly as live as it was before the attempt.
+    """
     delay = int(retry_after * 1000)
     with rt.store.tx() as db:
         row = db.get(Placement, action.placement_id)
         assert row is not None
-        row.state, row.last_error = "retrying", error
+        row.state, row.last_error, row.live = "retrying", error, was_live
         row.next_attempt_at = utcnow() + timedelta(milliseconds=delay)
         placements.log(db, session_id, action, "throttled", error=error, retry_in_ms=delay)
     return Outcome(ok=False, retry_in_ms=delay, error=error, label="throttled")
