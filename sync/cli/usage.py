@@ -25,30 +25,26 @@ def _one_line(exc: click.UsageError, ctx: click.Context) -> click.ClickException
     return UsageError(f"{' '.join(exc.format_message().split())} (see `{ctx.command_path} --help`)")
 
 
-class OneLineCommand(click.Command):
-    """A command whose usage errors are one line, exit 2."""
+class _OneLineParsing:
+    """Turns click's usage errors while parsing into one ``Error:`` line."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         try:
-            return super().parse_args(ctx, args)
+            return super().parse_args(ctx, args)  # type: ignore[misc]
         except click.exceptions.NoArgsIsHelpError:
             raise
         except click.UsageError as exc:
             raise _one_line(exc, ctx) from None
 
 
-class OneLineGroup(click.Group):
+class OneLineCommand(_OneLineParsing, click.Command):
+    """A command whose usage errors are one line, exit 2."""
+
+
+class OneLineGroup(_OneLineParsing, click.Group):
     """A group whose own and whose subcommands' usage errors are one line, exit 2."""
 
     command_class = OneLineCommand
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        try:
-            return super().parse_args(ctx, args)
-        except click.exceptions.NoArgsIsHelpError:
-            raise
-        except click.UsageError as exc:
-            raise _one_line(exc, ctx) from None
 
     def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
         try:
