@@ -167,3 +167,24 @@ def test_actions_are_counted_for_metrics(runtime: Runtime, channel: RecordingCha
     channel.fail_with = [TransientError("SMTP 451")]
     reconcile(runtime, "sess-42")
     assert (sample("ok") - before_ok, sample("retrying") - before_retry) == (1.0, 1.0)
+
+
+def test_sweeper_leaves_a_scheduled_retry_alone_until_it_is_due(runtime: Runtime, channel: RecordingChannel):
+    from datetime import timedelta
+
+    from sync.store.db import utcnow
+    from sync.store.models import Placement
+    from sync.sweep import sweep
+
+    # Given a session whose first send failed and whose retry is scheduled a minute out
+    runtime.settings.retry_min_backoff_ms, runtime.settings.retry_max_backoff_ms = 60_000, 120_000
+    upsert(runtime)
+    channel.fail_with = [TransientError("SMTP 451")]
+    assert reconcile(runtime, "sess-42").retry_in_ms is not None
+    swept: list[str] = []
+    # Then the sweeper does not jump the backoff
+    assert sweep(runtime, swept.append) == []
+    # When the retry is overdue (its message was lost), the sweeper picks the session up
+    with runtime.store.tx() as db:
+        db.query(Placement).update({"next_attempt_at": utcnow() - timedelta(seconds=1)})
+    assert sweep(runtime, swept.append) == ["sess-42"]

@@ -9,6 +9,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session as Db
 
 from sync.session import Participant, Session, StoredParticipant, StoredSession
+from sync.store.db import utcnow
 from sync.store.models import ParticipantRow, Person, SessionRow
 
 Outcome = Literal["created", "updated", "unchanged", "stale", "conflict"]
@@ -134,8 +135,17 @@ def mark_synced(db: Db, session_id: str, revision: int) -> None:
 
 
 def lagging(db: Db, limit: int = 10_000) -> list[str]:
-    """Sessions whose placements have not settled at their current revision."""
-    stmt = (select(SessionRow.id).where(SessionRow.synced_revision < SessionRow.revision)
+    """Sessions whose placements have not settled at their current revision.
+
+    A session with a retry still scheduled is left to that retry (sweeping it
+    would only retry sooner than the backoff asked); once the retry is due and
+    still unsettled — its message lost — it counts as lagging again.
+    """
+    from sync.store.models import Placement
+
+    waiting = select(Placement.session_id).where(Placement.next_attempt_at > utcnow())
+    stmt = (select(SessionRow.id)
+            .where(SessionRow.synced_revision < SessionRow.revision, SessionRow.id.not_in(waiting))
             .order_by(SessionRow.updated_at).limit(limit))
     return list(db.scalars(stmt))
 
