@@ -170,13 +170,13 @@ def outlook_settings(emu: GraphEmulator) -> dict[str, str]:
 
 
 def calendars_settings(calendars: Calendars) -> dict[str, str]:
-    from cryptography.fernet import Fernet
+    from sync.crypto import new_key
 
     return {
         **google_settings(calendars.google),
         **outlook_settings(calendars.outlook),
         # A fresh key per run: the demo's tokens are the emulators' and die with them.
-        "CALSYNC_SECRET_KEYS": Fernet.generate_key().decode(),
+        "CALSYNC_SECRET_KEYS": new_key(),
     }
 
 

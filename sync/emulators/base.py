@@ -19,8 +19,11 @@ State changes happen under one lock (``self.lock``); sleeps happen outside it.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import math
+import secrets
 import socket
 import ssl
 import struct
@@ -325,6 +328,15 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
+
+
+def pkce_matches(verifier: str | None, challenge: str, method: str) -> bool:
+    """RFC 7636 §4.6: does the token request's verifier answer the consent's challenge?"""
+    if not verifier:
+        return False
+    if method == "S256":
+        verifier = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+    return secrets.compare_digest(verifier, challenge)
 
 
 class EmulatorServer:

@@ -121,7 +121,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .base import EmulatorServer, Request, Response, SlidingWindow, _fmt_retry_after
+from .base import EmulatorServer, Request, Response, SlidingWindow, _fmt_retry_after, pkce_matches
 
 __all__ = ["DEFAULT_SCOPES", "GoogleEmulator", "GoogleUser"]
 
@@ -1091,11 +1091,7 @@ class GoogleEmulator(EmulatorServer):
             verifier = form.get("code_verifier")
             if not verifier:
                 raise OAuthError(400, "invalid_grant", "Missing code verifier.")
-            if code.challenge_method == "S256":
-                computed = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
-            else:
-                computed = verifier
-            if not secrets.compare_digest(computed, code.challenge):
+            if not pkce_matches(verifier, code.challenge, code.challenge_method):
                 raise OAuthError(400, "invalid_grant", "Invalid code verifier.")
         code.used = True
         live = [g for g in self._grants if g.email == code.email and g.client_id == code.client_id

@@ -175,7 +175,7 @@ import requests
 import requests.adapters
 
 from . import tls
-from .base import EmulatorServer, Fault, Request, Response, SlidingWindow, _fmt_retry_after
+from .base import EmulatorServer, Fault, Request, Response, SlidingWindow, _fmt_retry_after, pkce_matches
 
 __all__ = ["DEFAULT_SCOPES", "GraphEmulator", "GraphUser", "GRAPH_RESOURCE"]
 
@@ -1179,12 +1179,7 @@ class GraphEmulator(EmulatorServer):
                            f"The reply address '{form.get('redirect_uri')}' does not match the reply address "
                            f"'{code.redirect_uri}' provided when requesting Authorization code.")
         if code.challenge is not None:
-            verifier = form.get("code_verifier") or ""
-            if code.challenge_method == "S256":
-                computed = _b64url(hashlib.sha256(verifier.encode()).digest())
-            else:
-                computed = verifier
-            if not verifier or not secrets.compare_digest(computed, code.challenge):
+            if not pkce_matches(form.get("code_verifier"), code.challenge, code.challenge_method):
                 raise AadError(400, "invalid_grant", 50148, "The code_verifier does not match the code_challenge "
                                                             "supplied in the authorization request for PKCE.")
         code.used = True

@@ -14,9 +14,6 @@ from sync.render import RenderedEvent
 TAG_PROPERTY = "String {3c0e5f5c-7c71-4a39-9b0a-6f1c2d1b8e44} Name calsyncPlacement"
 #: Namespace for transactionIds, so a retried POST is recognised as the same create.
 TRANSACTION_NAMESPACE = uuid.UUID("9a4b2e1c-0f44-4f31-8a7e-2b8c9d0e1f23")
-#: Outlook fields calsync owns and rewrites on every update (the session is authoritative).
-OWNED = ("subject", "body", "start", "end", "location", "isReminderOn", "reminderMinutesBeforeStart", "showAs",
-         "singleValueExtendedProperties")
 
 
 def tag_value(session_id: str, user_id: str) -> str:
