@@ -382,3 +382,14 @@ def test_rate_limit_answers_spend_no_attempt(rt, emu, email):
     [event] = emu.events(MENTOR)
     view = {p.user_id: p for p in api.get_session("sess-42", rt=rt).placements if p.channel == "google"}
     assert (view["u-1"].state, view["u-1"].attempts) == ("placed", 0)
+
+
+def test_401_that_survives_the_refresh_is_token_death(rt, emu, email):
+    # Given Google keeps answering 401 even after google-auth refreshed the token once
+    connect_mentor(rt, emu)
+    book(rt)
+    emu.fail_next(3, 401, "authError", path_contains="/events")
+    # When the session is placed
+    reconcile(rt, "sess-42")
+    # Then the mentor needs a reconnect and got the invite by email
+    assert_mentor_fell_back_to_email(rt, email, "401")

@@ -310,3 +310,25 @@ def test_a_first_create_costs_one_call(rt, emu, email):
     # When it is placed for the first time, no lookup precedes the create (nothing can exist yet)
     reconcile(rt, "sess-42")
     assert graph_calls(emu) == [("POST", 201)]
+
+
+def test_401_after_a_forced_refresh_is_token_death(rt, emu, email):
+    # Given Graph answers 401 to the call and again after calsync forced a token refresh
+    connect_mentee(rt, emu)
+    book(rt)
+    emu.fail_next(2, 401, "InvalidAuthenticationToken", method="POST")
+    reconcile(rt, "sess-42")
+    # Then the mentee needs a reconnect and got the invite by email
+    rows = {r["user_id"]: r for r in integrations.list_integrations(rt)}
+    assert rows["u-2"]["status"] == "needs_reconnect" and "401" in rows["u-2"]["reason"]
+    assert ("place", "u-2", 0) in email.ops()
+
+
+def test_one_401_is_cured_by_a_refresh(rt, emu, email):
+    # Given Graph rejects the cached access token once
+    connect_mentee(rt, emu)
+    book(rt)
+    emu.fail_next(1, 401, "InvalidAuthenticationToken", method="POST")
+    reconcile(rt, "sess-42")
+    # Then calsync refreshed and placed the event, still on Outlook
+    assert len(emu.events(MENTEE)) == 1 and email.ops() == [("place", "u-1", 0)]
