@@ -33,6 +33,12 @@ from sync.sanitize import clean_html, has_control_chars
 MAX_AGENDA_CHARS = 64_000
 #: Most participants one session may have.
 MAX_PARTICIPANTS = 500
+#: Years (in UTC, inclusive) a start or end may fall in. Wide enough for any real
+#: session, narrow enough that converting to any participant's zone, rendering and
+#: storing never leave the range of ``datetime`` or of a database timestamp.
+MIN_YEAR, MAX_YEAR = 1900, 9000
+#: Largest version the store's BigInteger column holds.
+MAX_VERSION = 2**63 - 1
 
 Status = Literal["scheduled", "cancelled"]
 
@@ -79,7 +85,8 @@ class Participant(BaseModel):
     user_id: str = Field(min_length=1, max_length=200)
     email: EmailStr
     name: str | None = None
-    role: str = "participant"
+    #: At most what the ``participants.role`` column holds (PostgreSQL refuses longer).
+    role: str = Field(default="participant", max_length=64)
     timezone: str | None = None
 
     _user_id = field_validator("user_id")(lambda v: _plain_line(v, header=True))
@@ -101,7 +108,7 @@ class Session(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, str_max_length=2048)
 
     id: str = Field(min_length=1, max_length=200)
-    version: int = Field(ge=0, strict=True)
+    version: int = Field(ge=0, le=MAX_VERSION, strict=True)
     title: str = Field(max_length=500)
     program: str | None = Field(default=None, max_length=200)
     start: AwareDatetime
@@ -129,7 +136,17 @@ class Session(BaseModel):
     @field_validator("start", "end")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
-        return value.astimezone(timezone.utc)
+        """Store UTC only, and refuse times whose conversion overflows (9999-12-31T23:00-05:00
+        is year 10000 in UTC) or that fall outside the sane range, as a named field error
+        rather than an OverflowError that would crash the whole batch."""
+        out_of_range = f"must be between the years {MIN_YEAR} and {MAX_YEAR} in UTC"
+        try:
+            utc = value.astimezone(timezone.utc)
+        except OverflowError:
+            raise ValueError(f"{out_of_range}, got {value.isoformat()}") from None
+        if not MIN_YEAR <= utc.year <= MAX_YEAR:
+            raise ValueError(f"{out_of_range}, got {value.isoformat()}")
+        return utc
 
     @model_validator(mode="after")
     def _consistent(self) -> Session:
