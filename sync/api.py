@@ -10,6 +10,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from sync.errors import FieldError, InvalidInput, NotFound
 from sync.runtime import Runtime, get_runtime
 from sync.session import Session, parse_session
@@ -59,14 +61,37 @@ def _enqueue(session_id: str) -> bool:
     return True
 
 
+def _check_organizer_not_invited(session: Session, organizer: str | None) -> None:
+    """Refuse a participant at the organizer's own address (CALSYNC_MAIL_FROM).
+
+    Emailed invites come from that address as their ORGANIZER, and an invite
+    cannot be sent to its own organizer: rejecting it here names the field,
+    instead of the placement failing later. Without a configured address (intake
+    needs no mail settings) there is nothing to compare against.
+
+    Raises:
+      InvalidInput: naming ``participants[i].email``.
+    """
+    if not organizer or not organizer.strip():
+        return
+    address = organizer.strip().lower()
+    errors = [FieldError(f"participants[{i}].email",
+                         f"{p.email!r} is the organizer address (CALSYNC_MAIL_FROM); it cannot be invited")
+              for i, p in enumerate(session.participants) if p.email.strip().lower() == address]
+    if errors:
+        raise InvalidInput(errors)
+
+
 def upsert_session(data: dict[str, Any] | Session, *, rt: Runtime | None = None, enqueue: bool = True) -> IntakeResult:
     """Store one session from the platform and schedule its reconcile.
 
     Raises:
       InvalidInput: nothing is stored; the errors name each field.
+      sqlalchemy.exc.SQLAlchemyError: the store failed; its transaction rolled back.
     """
     rt = rt or get_runtime()
     session = data if isinstance(data, Session) else parse_session(data)
+    _check_organizer_not_invited(session, rt.settings.mail_from)
     with rt.store.tx() as db:
         saved = sessions.save(db, session)
     if saved.outcome == "conflict":
@@ -76,17 +101,59 @@ def upsert_session(data: dict[str, Any] | Session, *, rt: Runtime | None = None,
     return IntakeResult(session.id, saved.outcome, session.version, saved.stored_version, queued=queued)
 
 
+def _item_id(item: Any) -> str | None:
+    """The id an element claims, for reporting it even when it did not validate."""
+    sid = item.get("id") if isinstance(item, dict) else getattr(item, "id", None)
+    return sid if isinstance(sid, str) else None
+
+
+def _one_line(exc: Exception) -> str:
+    """A failure as one short line for the platform.
+
+    For a database error this is the driver's own first line only: SQLAlchemy's
+    full message goes on with the SQL and its parameters, i.e. the session's data.
+    """
+    cause = getattr(exc, "orig", None) or exc
+    first = next((line.strip() for line in str(cause).splitlines() if line.strip()), "")
+    reason = f"{type(cause).__name__}: {first}" if first else type(cause).__name__
+    return reason if len(reason) <= 300 else reason[:299] + "…"
+
+
+def _failed(i: int, item: Any, exc: Exception, prefix: str) -> IntakeResult:
+    """The "error" result of an element that could not be stored, logged for the operator.
+
+    A database error is logged as its one line only: SQLAlchemy's full message
+    carries the statement's parameters, i.e. participants' names and addresses.
+    Anything else is a bug and keeps its traceback.
+    """
+    reason = _one_line(exc)
+    if isinstance(exc, SQLAlchemyError):
+        log.error("session %s (element %d) could not be stored: %s", _item_id(item), i, reason)
+    else:
+        log.exception("session %s (element %d) could not be stored", _item_id(item), i)
+    error = FieldError(prefix + "session", f"could not store: {reason}")
+    return IntakeResult(_item_id(item), "error", None, None, (error,))
+
+
 def upsert_sessions(items: list[Any], *, rt: Runtime | None = None, enqueue: bool = True) -> list[IntakeResult]:
-    """A batch: each element stands alone, so one bad element stores nothing of itself only."""
+    """A batch: each element stands alone, so one bad element stores nothing of itself only.
+
+    Any failure of an element becomes that element's result and the batch goes
+    on: "invalid" with field errors, or "error" with a one-line reason when
+    storing it failed (its transaction rolled back). One bad element must not
+    cost the platform the elements after it.
+    """
+    rt = rt or get_runtime()
     results = []
     for i, item in enumerate(items):
+        prefix = f"[{i}]." if len(items) > 1 else ""
         try:
             results.append(upsert_session(item, rt=rt, enqueue=enqueue))
         except InvalidInput as exc:
-            sid = item.get("id") if isinstance(item, dict) and isinstance(item.get("id"), str) else None
-            prefix = f"[{i}]." if len(items) > 1 else ""
-            results.append(IntakeResult(sid, "invalid", None, None,
+            results.append(IntakeResult(_item_id(item), "invalid", None, None,
                                         tuple(FieldError(prefix + e.field, e.reason) for e in exc.errors)))
+        except Exception as exc:  # a database error or a bug: this element's result, not the batch's end
+            results.append(_failed(i, item, exc, prefix))
     return results
 
 
