@@ -1,26 +1,36 @@
 """Runs one planned action through its channel and records the outcome.
 
-The placement's lease is held by the caller, so nobody else touches the row
-while the provider call is in flight. The outcome is written in its own
-transaction right after the call: success moves the placement forward,
-a transient failure schedules a retry, a permanent one fails the placement
-with its reason, and dead credentials hand the person over to email.
+The caller holds the placement's lease under a token unique to its reconcile
+run; every write here first checks that the token still holds it, so a run
+whose lease expired (a very slow provider) records nothing over the run that
+took over. The outcome is written in its own transaction right after the call:
+success moves the placement forward, a transient failure schedules a retry, a
+permanent one fails the placement with its reason (retried on a long backoff
+while the session is upcoming), a configuration fault holds it, and dead
+credentials hand the person over to email — recorded, with the person's other
+sessions marked for re-planning, in the same transaction.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from sync import limits, metrics
-from sync.channels import Target
-from sync.errors import AuthError, EventGone, PermanentError, TransientError
+from sync.channels import Receipt, Target
+from sync.errors import AuthError, ChannelError, EventGone, Misconfigured, PermanentError, TransientError
 from sync.plan import Action, Kind
 from sync.quota import Throttled
 from sync.runtime import Runtime
+from sync.states import State
 from sync.store import integrations, placements
 from sync.store.db import utcnow
-from sync.store.models import Placement
+from sync.store.placements import LeaseLost
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -33,103 +43,178 @@ class Outcome:
     error: str | None = None
     #: A person whose credentials just died: their other sessions need re-routing too.
     dead_user: str | None = None
-    #: How it ended, for metrics: ok, retrying, failed, throttled, rerouted, drift.
+    #: How it ended, for metrics: ok, retrying, failed, held, throttled, rerouted, drift, lost_lease.
     label: str = "ok"
 
 
-def apply(rt: Runtime, session_id: str, revision: int, action: Action, integration_id: int | None) -> Outcome:
-    outcome = _apply(rt, session_id, revision, action, integration_id)
+@dataclass(frozen=True)
+class _Before:
+    """What the row said before this attempt, restored when the far side applied nothing."""
+
+    live: bool
+    in_doubt: bool
+    state: str
+
+
+def apply(rt: Runtime, session_id: str, revision: int, action: Action, integration_id: int | None,
+          token: str) -> Outcome:
+    try:
+        outcome = _apply(rt, session_id, revision, action, integration_id, token)
+    except LeaseLost as exc:
+        log.warning("%s/%s of %s: %s", action.user_id, action.channel, session_id, exc)
+        outcome = Outcome(ok=False, error=str(exc), label="lost_lease")
     metrics.count(action.channel, action.kind.value, outcome.label)
     return outcome
 
 
-def _apply(rt: Runtime, session_id: str, revision: int, action: Action, integration_id: int | None) -> Outcome:
-    assert action.kind is not Kind.NOTHING and action.placement_id is not None
+def _apply(rt: Runtime, session_id: str, revision: int, action: Action, integration_id: int | None,
+           token: str) -> Outcome:
+    assert action.placement_id is not None and action.kind is not Kind.NOTHING
+    if action.kind is Kind.SETTLE:
+        with rt.store.tx() as db:
+            placements.settle(placements.held(db, action.placement_id, token), action.reason)
+            placements.log(db, session_id, action, "ok", reason=action.reason)
+        return Outcome(ok=True)
     with rt.store.tx() as db:
-        row = db.get(Placement, action.placement_id)
-        assert row is not None
-        maybe_exists = row.live  # a copy is live, or an earlier attempt's outcome is unknown
-        placements.mark_sending(db, row, action)
+        row = placements.held(db, action.placement_id, token)
+        before = _Before(row.live, row.in_doubt, row.state)
+        placements.mark_sending(row, action, revision)
         target = Target(placement_id=row.id, user_id=row.user_id, external_id=row.external_id,
-                        sequence=action.sequence, integration_id=integration_id, maybe_exists=maybe_exists)
-    channel = rt.channel(action.channel)
+                        sequence=action.sequence, integration_id=integration_id,
+                        maybe_exists=before.live or before.in_doubt, generation=row.generation,
+                        in_doubt=before.in_doubt, revision=revision)
+    ctx = _Context(rt, session_id, action, token, before, _upcoming(action))
     try:
-        if channel is None:
-            raise PermanentError(f"channel {action.channel!r} is not configured in this process")
-        op = channel.withdraw if action.kind is Kind.WITHDRAW else channel.place
-        receipt = op(target, action.event)
+        receipt = _call(rt, action, target)
+    except Misconfigured as exc:
+        return ctx.held(str(exc))
     except AuthError as exc:
-        return _auth_failed(rt, session_id, action, integration_id, str(exc))
+        return ctx.auth_failed(integration_id, str(exc))
     except EventGone as exc:
-        return _drifted(rt, session_id, action, str(exc))
+        return ctx.drifted(str(exc))
     except Throttled as exc:
-        return _throttled(rt, session_id, action, str(exc), exc.retry_after or 1.0, was_live=maybe_exists)
+        return ctx.throttled(str(exc), exc.retry_after or 1.0)
     except TransientError as exc:
-        return _failed(rt, session_id, action, str(exc), transient=True, retry_after=exc.retry_after)
+        return ctx.failed(str(exc), transient=True, retry_after=exc.retry_after)
     except PermanentError as exc:
-        return _failed(rt, session_id, action, str(exc), transient=False, retry_after=None)
+        # A provider's refusal applied nothing; a crash inside the channel may have.
+        return ctx.failed(str(exc), transient=False, retry_after=None,
+                          applied_nothing=not isinstance(exc, _ChannelBug))
     with rt.store.tx() as db:
-        row = db.get(Placement, action.placement_id)
-        assert row is not None
-        placements.record_success(db, row, action, revision, receipt.external_id)
+        row = placements.held(db, action.placement_id, token)
+        placements.record_success(row, action, revision, receipt.external_id, receipt.generation)
         placements.log(db, session_id, action, "ok", reason=action.reason, sequence=action.sequence,
                        detail=receipt.detail)
     return Outcome(ok=True)
 
 
-def _failed(rt: Runtime, session_id: str, action: Action, error: str, *, transient: bool,
-            retry_after: float | None) -> Outcome:
-    s = rt.settings
-    with rt.store.tx() as db:
-        row = db.get(Placement, action.placement_id)
-        assert row is not None
-        final = not transient or row.attempts + 1 >= s.max_attempts
-        delay = None if final else limits.backoff_ms(
-            row.attempts + 1, min_ms=s.retry_min_backoff_ms, max_ms=s.retry_max_backoff_ms,
-            retry_after_s=retry_after)
-        retry_at = None if delay is None else utcnow() + timedelta(milliseconds=delay)
-        placements.record_failure(db, row, error, final=final, retry_at=retry_at)
-        placements.log(db, session_id, action, "failed" if final else "retrying", error=error,
-                       attempt=row.attempts, retry_in_ms=delay)
-    return Outcome(ok=False, retry_in_ms=delay, error=error, label="failed" if final else "retrying")
+def _call(rt: Runtime, action: Action, target: Target) -> Receipt:
+    """The channel call. An exception that is not a channel's (a bug, a library
+    surprise) fails this one placement with its reason instead of leaving it
+    ``sending`` and the rest of the session unplanned; the store's own errors
+    still propagate, since the outcome could not be recorded anyway."""
+    channel = rt.channel(action.channel)
+    if channel is None:
+        raise PermanentError(f"channel {action.channel!r} is not configured in this process")
+    op = channel.withdraw if action.kind is Kind.WITHDRAW else channel.place
+    try:
+        return op(target, action.event)
+    except (ChannelError, SQLAlchemyError):
+        raise
+    except Exception as exc:
+        log.exception("%s channel raised %s for %s", action.channel, type(exc).__name__, action.user_id)
+        raise _ChannelBug(f"internal error in the {action.channel} channel: {type(exc).__name__}: {exc}") from exc
 
 
-def _auth_failed(rt: Runtime, session_id: str, action: Action, integration_id: int | None,
-                 error: str) -> Outcome:
-    if integration_id is None:
-        return _failed(rt, session_id, action, error, transient=False, retry_after=None)
-    with rt.store.tx() as db:
-        integrations.mark_needs_reconnect(db, integration_id, error)
-        row = db.get(Placement, action.placement_id)
-        assert row is not None
-        # A copy there (if any) can no longer be changed: it waits for a reconnect.
-        row.state, row.last_error = ("stranded" if row.live else "failed"), error
-        placements.log(db, session_id, action, "rerouted", error=error)
-    return Outcome(ok=False, reroute=True, error=error, dead_user=action.user_id, label="rerouted")
+class _ChannelBug(PermanentError):
+    """A channel raised something that is not a channel error: a bug, whose effect is unknown."""
 
 
-def _drifted(rt: Runtime, session_id: str, action: Action, error: str) -> Outcome:
-    with rt.store.tx() as db:
-        row = db.get(Placement, action.placement_id)
-        assert row is not None
-        row.live, row.external_id, row.state, row.last_error = False, None, "drift", error
-        row.content_hash = row.material_hash = None
-        placements.log(db, session_id, action, "drift", error=error)
-    return Outcome(ok=False, error=error, label="drift")
+def _upcoming(action: Action) -> bool:
+    return action.event.end > utcnow()
 
 
-def _throttled(rt: Runtime, session_id: str, action: Action, error: str, retry_after: float, *,
-               was_live: bool) -> Outcome:
-    """A quota said wait: the placement comes back later, and no attempt is spent.
+@dataclass(frozen=True)
+class _Context:
+    rt: Runtime
+    session_id: str
+    action: Action
+    token: str
+    before: _Before
+    #: Failed copies keep being retried (slowly) only while the session is ahead.
+    upcoming: bool
 
-    Nothing was applied (our limiter stopped the call, or the provider refused
-    it with 429), so the copy is exactly as live as it was before the attempt.
-    """
-    delay = int(retry_after * 1000)
-    with rt.store.tx() as db:
-        row = db.get(Placement, action.placement_id)
-        assert row is not None
-        row.state, row.last_error, row.live = "retrying", error, was_live
-        row.next_attempt_at = utcnow() + timedelta(milliseconds=delay)
-        placements.log(db, session_id, action, "throttled", error=error, retry_in_ms=delay)
-    return Outcome(ok=False, retry_in_ms=delay, error=error, label="throttled")
+    def failed(self, error: str, *, transient: bool, retry_after: float | None,
+               applied_nothing: bool = False) -> Outcome:
+        s = self.rt.settings
+        with self.rt.store.tx() as db:
+            row = placements.held(db, self.action.placement_id, self.token)  # type: ignore[arg-type]
+            if self.before.state == State.HELD:
+                row.attempts = 0  # holds counted our configuration's failures, not this copy's
+            attempt = row.attempts + 1
+            final = not transient or attempt >= s.max_attempts
+            if not final:
+                delay: int | None = limits.backoff_ms(attempt, min_ms=s.retry_min_backoff_ms,
+                                                      max_ms=s.retry_max_backoff_ms, retry_after_s=retry_after)
+            else:
+                delay = limits.failed_retry_ms(attempt - s.max_attempts) if self.upcoming else None
+            restore = self.before if applied_nothing else None
+            placements.record_failure(row, error, State.FAILED if final else State.RETRYING,
+                                      retry_at=_at(delay), was_live=restore.live if restore else None,
+                                      was_in_doubt=restore.in_doubt if restore else None)
+            placements.log(db, self.session_id, self.action, "failed" if final else "retrying", error=error,
+                           attempt=row.attempts, retry_in_ms=delay)
+        # A failed copy's long backoff is the sweeper's to keep, not a message's.
+        return Outcome(ok=False, retry_in_ms=None if final else delay, error=error,
+                       label="failed" if final else "retrying")
+
+    def held(self, error: str) -> Outcome:
+        """Our configuration is at fault: hold with a growing backoff (``attempts`` counts the
+        holds), and never fail the copy for it."""
+        s = self.rt.settings
+        with self.rt.store.tx() as db:
+            row = placements.held(db, self.action.placement_id, self.token)  # type: ignore[arg-type]
+            delay = limits.backoff_ms(row.attempts + 1, min_ms=s.retry_min_backoff_ms, max_ms=s.retry_max_backoff_ms)
+            placements.record_failure(row, error, State.HELD, retry_at=_at(delay), was_live=self.before.live,
+                                      was_in_doubt=self.before.in_doubt)
+            placements.log(db, self.session_id, self.action, "held", error=error, retry_in_ms=delay)
+        return Outcome(ok=False, retry_in_ms=delay, error=error, label="held")
+
+    def auth_failed(self, integration_id: int | None, error: str) -> Outcome:
+        if integration_id is None:
+            return self.failed(error, transient=False, retry_after=None)
+        user_id = self.action.user_id
+        with self.rt.store.tx() as db:
+            integrations.mark_dead(db, integration_id, error)
+            row = placements.held(db, self.action.placement_id, self.token)  # type: ignore[arg-type]
+            # Whatever this attempt did, a dead token applied nothing; a copy that was there stays.
+            placements.strand(row, error, was_live=self.before.live, was_in_doubt=self.before.in_doubt)
+            placements.log(db, self.session_id, self.action, "rerouted", error=error)
+            # The routing change is intent for every session of theirs, stored with its cause.
+            integrations.touch_sessions_of(db, user_id)
+        return Outcome(ok=False, reroute=True, error=error, dead_user=user_id, label="rerouted")
+
+    def drifted(self, error: str) -> Outcome:
+        with self.rt.store.tx() as db:
+            row = placements.held(db, self.action.placement_id, self.token)  # type: ignore[arg-type]
+            placements.drifted(row, error)
+            placements.log(db, self.session_id, self.action, "drift", error=error)
+        return Outcome(ok=False, error=error, label="drift")
+
+    def throttled(self, error: str, retry_after: float) -> Outcome:
+        """A quota said wait: the placement comes back later, and no attempt is spent.
+
+        Nothing was applied (our limiter stopped the call, or the provider refused
+        it with 429), so the copy is exactly as live and as certain as before.
+        """
+        delay = int(retry_after * 1000)
+        with self.rt.store.tx() as db:
+            row = placements.held(db, self.action.placement_id, self.token)  # type: ignore[arg-type]
+            placements.record_failure(row, error, State.RETRYING, retry_at=_at(delay), was_live=self.before.live,
+                                      was_in_doubt=self.before.in_doubt, spend=False)
+            placements.log(db, self.session_id, self.action, "throttled", error=error, retry_in_ms=delay)
+        return Outcome(ok=False, retry_in_ms=delay, error=error, label="throttled")
+
+
+def _at(delay_ms: int | None) -> datetime | None:
+    return None if delay_ms is None else utcnow() + timedelta(milliseconds=delay_ms)

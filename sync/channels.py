@@ -2,8 +2,8 @@
 
 Every channel (emailed invites, Google Calendar, Outlook) implements the same
 two operations, so the engine treats them alike. A channel raises only the
-errors in :mod:`sync.errors`; anything else is a bug and is retried by the
-worker like any crash.
+errors in :mod:`sync.errors`; anything else is a bug, which fails that one
+placement with its reason (see :mod:`sync.apply`).
 """
 
 from __future__ import annotations
@@ -24,8 +24,16 @@ class Target:
       external_id(str | None): the provider's id for the event, once known.
       sequence(int): the iCalendar SEQUENCE to send with this action.
       integration_id(int | None): the credentials to act with; None for email.
-      maybe_exists(bool): an earlier attempt may have created a copy whose answer was
-        lost; False for a first placement, so a channel can skip looking for one.
+      maybe_exists(bool): a copy may exist (it was placed, or an earlier attempt may have
+        created one whose answer was lost); False for a first placement, so a channel
+        can skip looking for one.
+      generation(int): rises each time calsync withdrew the copy; a channel derives its
+        idempotency keys (event ids, transaction ids) from it, so a copy placed again
+        after a withdrawal is a new event, never the deleted one.
+      in_doubt(bool): an earlier attempt's outcome is unknown, so a copy other than
+        ``external_id`` may exist: a withdrawal must look for every copy by calsync's tag.
+      revision(int): the session revision this action was planned from; with the
+        SEQUENCE it names one send attempt (the email outbox key).
     """
 
     placement_id: int
@@ -34,6 +42,9 @@ class Target:
     sequence: int
     integration_id: int | None = None
     maybe_exists: bool = True
+    generation: int = 0
+    in_doubt: bool = False
+    revision: int = 0
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,8 @@ class Receipt:
 
     external_id: str | None = None
     detail: str = ""
+    #: The id generation the channel ended up using, when it had to move past the one it was given.
+    generation: int | None = None
 
 
 class Channel(Protocol):

@@ -12,7 +12,7 @@ from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from sync.errors import AuthError, ConfigError
+from sync.errors import ConfigError, Misconfigured
 
 
 class CredentialBox:
@@ -28,11 +28,14 @@ class CredentialBox:
         return self._fernet.encrypt(json.dumps(secret).encode())
 
     def open(self, blob: bytes) -> dict[str, Any]:
-        """Raises AuthError when no key opens it, so the person falls back to email."""
+        """Raises Misconfigured when no key opens it: a key was dropped from
+        ``CALSYNC_SECRET_KEYS`` too early, which is the operator's to fix, not the
+        person's (their grant is fine, and they must not be asked to consent again)."""
         try:
             return json.loads(self._fernet.decrypt(blob))
         except InvalidToken:
-            raise AuthError("stored credentials cannot be decrypted with the configured keys") from None
+            raise Misconfigured("stored credentials cannot be decrypted with the configured keys: "
+                                "is a key missing from CALSYNC_SECRET_KEYS?") from None
 
     def rotate(self, blob: bytes) -> bytes:
         return self._fernet.rotate(blob)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 from sync.plan import Action, Desired, Recorded, plan
 from sync.render import Recipient, RenderedEvent, render
@@ -33,7 +34,8 @@ class SessionPlan:
 
 
 def plan_session(session: SessionLike, recorded: Iterable[Recorded], usable: Iterable[Usable],
-                 channels: Collection[str], *, revision: int = 0, retry_failed: bool = False) -> SessionPlan:
+                 channels: Collection[str], *, revision: int = 0, retry_failed: bool = False,
+                 now: datetime | None = None) -> SessionPlan:
     recs = list(recorded)
     creds = {(u.user_id, u.provider): u.integration_id for u in usable if u.provider in channels}
     routes = {u.user_id: u.provider for u in usable if u.active and (u.user_id, u.provider) in creds}
@@ -49,5 +51,6 @@ def plan_session(session: SessionLike, recorded: Iterable[Recorded], usable: Ite
     # A live copy behind credentials that died cannot be withdrawn; it stays
     # until the person reconnects, and the planner must not try.
     reachable = [r for r in recs if r.channel == "email" or not r.live or (r.user_id, r.channel) in creds]
-    actions = plan(desired, reachable, render_for, cancelled=cancelled, retry_failed=retry_failed)
+    actions = plan(desired, reachable, render_for, cancelled=cancelled, retry_failed=retry_failed,
+                   revision=revision, now=now)
     return SessionPlan(actions, creds)

@@ -23,7 +23,7 @@ from sync.runtime import Runtime
 from sync.session import Participant
 from sync.store import placements
 from sync.store.db import utcnow
-from sync.store.integrations import mark_needs_reconnect
+from sync.store.integrations import mark_dead, touch_sessions_of
 from sync.store.models import Integration, OutboxRow, Person, Placement, SessionRow, SyncLog
 
 
@@ -135,7 +135,8 @@ def diagnose_user(rt: Runtime, user_id: str, *, days: int = 30) -> dict[str, Any
             # The provider just told us the grant is dead: record it, exactly as a
             # worker would have, so routing moves this person to email.
             with rt.store.tx() as db:
-                mark_needs_reconnect(db, active["id"], str(exc))
+                mark_dead(db, active["id"], str(exc))
+                touch_sessions_of(db, user_id)
                 row = db.get(Integration, active["id"])
                 assert row is not None
                 active.update(status=row.status, reason=row.status_reason, since=row.updated_at)
@@ -212,9 +213,8 @@ def repair_drift(rt: Runtime, session_id: str) -> list[PlacementCheck]:
             if row is None:
                 continue
             kinds = {d.kind for d in check.differences}
-            row.state, row.content_hash, row.material_hash = "drift", None, None
-            if kinds & {"deleted", "missing"}:
-                row.live, row.external_id = False, None
+            placements.drifted(row, f"found {', '.join(sorted(kinds))} by diagnose",
+                               gone=bool(kinds & {"deleted", "missing"}))
             placements.log(db, session_id, None, "drift", user_id=check.user_id, channel=check.channel,
                            found=sorted(kinds))
     for check in checks:

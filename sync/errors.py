@@ -80,3 +80,15 @@ class AuthError(PermanentError):
 class EventGone(ChannelError):
     """The person deleted the event themselves. Recorded as drift (the copy is no
     longer live), and the next resync or change of the session re-creates it."""
+
+
+class Misconfigured(ChannelError):
+    """calsync's own configuration is at fault, not the person's: the OAuth client
+    was refused (``invalid_client``, ``unauthorized_client``: a wrong or expired
+    client secret) or stored credentials cannot be decrypted (a key missing from
+    ``CALSYNC_SECRET_KEYS``).
+
+    Nobody is marked ``needs_reconnect`` for it: the placements are held and
+    retried with backoff, ``status`` and ``doctor`` name the cause, and they
+    resume by themselves once the setting is fixed.
+    """

@@ -59,3 +59,20 @@ def rate_limit_delay(retry_after: float | None, rng: random.Random | None = None
     if retry_after is not None:
         return retry_after
     return RATE_LIMIT_FLOOR + (rng or random.Random()).random()
+
+
+#: First wait before a failed copy (attempts used up) is tried again, in milliseconds.
+FAILED_RETRY_MIN_MS = 60 * 60 * 1000
+#: Longest wait between tries of a failed copy, in milliseconds.
+FAILED_RETRY_MAX_MS = 24 * 60 * 60 * 1000
+
+
+def failed_retry_ms(extra_failures: int) -> int:
+    """Delay before a failed copy is tried again: 1 h, doubling, capped at a day.
+
+    A failure is never terminal while the session is ahead (an SMTP outage
+    outlasts six quick retries), but a copy that keeps failing must not cost
+    more than a few calls a day. ``extra_failures`` counts failures past the
+    attempt budget, from 0.
+    """
+    return min(FAILED_RETRY_MAX_MS, FAILED_RETRY_MIN_MS * 2 ** min(max(0, extra_failures), 16))

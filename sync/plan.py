@@ -8,17 +8,28 @@ running it twice, late, or after a crash yields the same calendars.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from enum import StrEnum
 
 from sync.render import Recipient, RenderedEvent
+from sync.states import State
 
 
 class Kind(StrEnum):
     CREATE = "create"
     UPDATE = "update"
     WITHDRAW = "withdraw"
+    #: A copy that never reached anyone and is no longer wanted: recorded as
+    #: withdrawn without calling the channel.
+    SETTLE = "settle"
     NOTHING = "nothing"
+
+
+def address_of(channel: str, email: str) -> str:
+    """The address part of a copy's identity: where an emailed invite goes, and
+    nothing for a calendar channel (the event lives in the connected account)."""
+    return email.strip().lower() if channel == "email" else ""
 
 
 @dataclass(frozen=True)
@@ -31,10 +42,14 @@ class Desired:
     #: The session revision the event was rendered from.
     revision: int = 0
 
+    @property
+    def address(self) -> str:
+        return address_of(self.channel, self.event.recipient.email)
+
 
 @dataclass(frozen=True)
 class Recorded:
-    """What the store says was last done for one (person, channel)."""
+    """What the store says was last done for one copy (person × channel × address)."""
 
     placement_id: int
     user_id: str
@@ -49,6 +64,25 @@ class Recorded:
     last_error: str | None = None
     #: The session revision this copy was last placed from.
     revision: int = 0
+    #: The session revision of the latest attempt; a newer one re-arms a failure.
+    attempt_revision: int = 0
+    #: When a scheduled retry (or a failed copy's long backoff) comes due.
+    next_attempt_at: datetime | None = None
+    address: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.address is None:
+            object.__setattr__(self, "address", address_of(self.channel, self.recipient.email))
+
+    def waiting(self, revision: int, now: datetime | None) -> bool:
+        """True while this copy waits for a scheduled retry and nothing new asks for it sooner.
+
+        A new revision (an edit, or a routing change of any participant) is new
+        intent: it re-arms the copy at once, whatever failed before.
+        """
+        if self.state not in (State.RETRYING, State.FAILED, State.HELD) or self.attempt_revision < revision:
+            return False
+        return self.next_attempt_at is None or now is None or self.next_attempt_at > now
 
 
 @dataclass(frozen=True)
@@ -57,6 +91,8 @@ class Action:
 
     ``sequence`` is the iCalendar SEQUENCE the step carries: it rises for a
     reschedule, a withdrawal and a re-invite, and stays for a details-only edit.
+    ``settled`` is False for a NOTHING that only waits for a scheduled retry:
+    the session is not in line yet.
     """
 
     kind: Kind
@@ -66,45 +102,62 @@ class Action:
     sequence: int
     reason: str
     placement_id: int | None = None
+    address: str = ""
+    settled: bool = True
 
 
-def _place(want: Desired, rec: Recorded | None, retry_failed: bool) -> Action:
-    """Bring one person's copy on their current channel in line.
+def _waiting(rec: Recorded, act: Callable[[Kind, int, str], Action], settled: bool) -> Action:
+    when = f" at {rec.next_attempt_at:%Y-%m-%d %H:%M} UTC" if rec.next_attempt_at else ""
+    action = act(Kind.NOTHING, rec.sequence, f"{rec.state} ({rec.last_error}); next try{when}")
+    return replace(action, settled=settled or rec.state == State.FAILED)
+
+
+def _place(want: Desired, rec: Recorded | None, floor: int, retry_failed: bool, now: datetime | None) -> Action:
+    """Bring one person's copy on their current channel and address in line.
 
     ``rec.sequence`` is the highest SEQUENCE that may have gone out (it is
     written before each send), and ``rec.live`` says a copy may exist. So after
     a crash mid-send the next plan neither forgets the copy nor reuses a lower
     SEQUENCE; at worst the same UID and SEQUENCE go out again, which calendars
-    treat as the same invite.
+    treat as the same invite. ``floor`` is the lowest SEQUENCE a brand-new copy
+    may carry (above what this person's other copies used, in case the new
+    address reaches the same calendar).
     """
     ev = want.event
     pid = rec.placement_id if rec else None
 
     def act(kind: Kind, sequence: int, reason: str) -> Action:
-        return Action(kind, want.user_id, want.channel, ev, sequence, reason, pid)
+        return Action(kind, want.user_id, want.channel, ev, sequence, reason, pid, want.address)
 
-    if rec is not None and rec.state == "failed" and not retry_failed:
-        return act(Kind.NOTHING, rec.sequence, f"failed earlier ({rec.last_error}); resync to retry")
-    if rec is None or rec.state == "pending":
-        return act(Kind.CREATE, 0, "new placement")
+    if rec is not None and not retry_failed and rec.waiting(want.revision, now):
+        return _waiting(rec, act, settled=False)
+    if rec is None or rec.state == State.PENDING:
+        return act(Kind.CREATE, floor, "new placement")
     if not rec.live:
-        return act(Kind.CREATE, rec.sequence + 1, "placed again after a withdrawal")
+        why = "placed again after a withdrawal" if rec.state in (State.WITHDRAWN, State.DRIFT) else \
+            f"trying again ({rec.state}: {rec.last_error})"
+        return act(Kind.CREATE, rec.sequence + 1, why)
     # Placed from this very revision, it cannot differ: skip hashing, which is
     # most of the cost when a resync plans a whole platform.
-    if rec.state == "placed" and (rec.revision == want.revision > 0 or rec.content_hash == ev.content_hash):
+    if rec.state == State.PLACED and (rec.revision == want.revision > 0 or rec.content_hash == ev.content_hash):
         return act(Kind.NOTHING, rec.sequence, "unchanged")
     if rec.material_hash != ev.material_hash:
         return act(Kind.UPDATE, rec.sequence + 1, "rescheduled or moved" if rec.material_hash else "placing again")
     return act(Kind.UPDATE, rec.sequence, "details changed")
 
 
-def _withdraw(rec: Recorded, render_for: Callable[[Recipient], RenderedEvent], why: str,
-              retry_failed: bool) -> Action:
+def _withdraw(rec: Recorded, render_for: Callable[[Recipient], RenderedEvent], why: str, revision: int,
+              retry_failed: bool, now: datetime | None) -> Action:
     ev = render_for(rec.recipient)
-    if rec.state == "failed" and not retry_failed:
-        return Action(Kind.NOTHING, rec.user_id, rec.channel, ev, rec.sequence,
-                      f"failed earlier ({rec.last_error}); resync to retry", rec.placement_id)
-    return Action(Kind.WITHDRAW, rec.user_id, rec.channel, ev, rec.sequence + 1, why, rec.placement_id)
+
+    def act(kind: Kind, sequence: int, reason: str) -> Action:
+        return Action(kind, rec.user_id, rec.channel, ev, sequence, reason, rec.placement_id, rec.address or "")
+
+    if not rec.live:
+        return act(Kind.SETTLE, rec.sequence, f"{why}; no copy was ever delivered")
+    if not retry_failed and rec.waiting(revision, now):
+        return _waiting(rec, act, settled=False)
+    return act(Kind.WITHDRAW, rec.sequence + 1, why)
 
 
 def plan(
@@ -114,6 +167,8 @@ def plan(
     *,
     cancelled: bool = False,
     retry_failed: bool = False,
+    revision: int = 0,
+    now: datetime | None = None,
 ) -> list[Action]:
     """Every action needed so each person holds exactly the copy ``desired`` says.
 
@@ -123,11 +178,14 @@ def plan(
       render_for: renders the session for a recorded recipient who is no longer
         a participant, so their CANCEL carries the session's current details.
       cancelled: the session is cancelled, so every live copy is withdrawn.
-      retry_failed: also retry placements that exhausted their attempts.
+      retry_failed: retry now even copies waiting for a scheduled retry.
+      revision: the session's current revision; copies that last tried an older one are re-armed.
+      now: the time scheduled retries are compared with (None: every retry counts as due).
 
     Returns:
-      Actions in a safe order per person: withdrawals from an old channel come
-      before placing on the new one, so a person never holds two copies.
+      Actions in a safe order per person: withdrawals of every other copy (an old
+      channel, an old address) come before placing the wanted one, so a person
+      never holds two copies.
     """
     wanted = {d.user_id: d for d in desired}
     by_user: dict[str, list[Recorded]] = {}
@@ -138,17 +196,22 @@ def plan(
     for user_id in sorted(set(wanted) | set(by_user)):
         want = wanted.get(user_id)
         recs = by_user.get(user_id, [])
+        same = None if want is None else next(
+            (r for r in recs if r.channel == want.channel and r.address == want.address), None)
         for rec in recs:
-            if not rec.live or (want is not None and rec.channel == want.channel):
+            if rec is same or (not rec.live and rec.state in (State.WITHDRAWN, State.DRIFT)):
                 continue
-            if want is not None:
+            if want is not None and rec.channel != want.channel:
                 why = f"channel switched from {rec.channel} to {want.channel}"
+            elif want is not None:
+                why = "address changed"
             elif cancelled:
                 why = "session cancelled"
             else:
                 why = "no longer a participant"
-            actions.append(_withdraw(rec, render_for, why, retry_failed))
+            actions.append(_withdraw(rec, render_for, why, revision, retry_failed, now))
         if want is not None:
-            same = next((r for r in recs if r.channel == want.channel), None)
-            actions.append(_place(want, same, retry_failed))
+            others = [r.sequence + (1 if r.live else 0) for r in recs if r is not same and r.channel == want.channel]
+            floor = max(others) + 1 if others else 0
+            actions.append(_place(want, same, floor, retry_failed, now))
     return actions

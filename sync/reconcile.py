@@ -1,12 +1,15 @@
 """reconcile(session): bring every participant's copy in line with the session.
 
-Read → plan → lease → re-plan → act. The second plan runs on rows read after
-the leases were taken, so if another worker finished a placement in between,
-this one sees it done and does nothing: two workers never both send.
+Read → plan → lease → re-plan → act. The leases are taken under a token
+unique to this run (two threads of one process are two runs), and the second
+plan runs on rows read after they were taken, so if another run finished a
+placement in between, this one sees it done and does nothing: two runs never
+both send.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -17,6 +20,7 @@ from sync.plan import Action, Kind
 from sync.runtime import Runtime
 from sync.session import Session
 from sync.store import integrations, placements, sessions
+from sync.store.db import utcnow
 
 #: How many times one reconcile re-plans after a person's channel died mid-run.
 MAX_REROUTES = 3
@@ -34,6 +38,10 @@ class Report:
     busy: bool = False
     #: People whose integration died during this run.
     dead_users: set[str] = field(default_factory=set)
+    #: Some copy waits for a scheduled retry: the session is not settled yet.
+    waiting: bool = False
+    #: The session revision the last plan acted on.
+    revision: int = 0
 
     def want_retry(self, delay_ms: int) -> None:
         self.retry_in_ms = delay_ms if self.retry_in_ms is None else min(self.retry_in_ms, delay_ms)
@@ -59,7 +67,8 @@ def snapshot(rt: Runtime, session_id: str, *, retry_failed: bool = False) -> Sna
         people = [p.user_id for p in session.participants] + [r.user_id for r in recs]
         usable = integrations.usable(db, people)
         revision = row.revision
-    planned = plan_session(session, recs, usable, rt.channels, revision=revision, retry_failed=retry_failed)
+    planned = plan_session(session, recs, usable, rt.channels, revision=revision, retry_failed=retry_failed,
+                           now=utcnow())
     return Snapshot(session, revision, planned.actions, planned.integration_ids)
 
 
@@ -72,9 +81,9 @@ def reconcile(rt: Runtime, session_id: str, *, retry_failed: bool = False) -> Re
             return report
         if not _run(rt, snap, report, retry_failed):
             break
-    if report.retry_in_ms is None and not report.busy:
+    if report.retry_in_ms is None and not report.busy and not report.waiting:
         with rt.store.tx() as db:
-            sessions.mark_synced(db, session_id, snap.revision)
+            sessions.mark_synced(db, session_id, max(snap.revision, report.revision))
     return report
 
 
@@ -82,31 +91,37 @@ def _run(rt: Runtime, snap: Snapshot, report: Report, retry_failed: bool) -> boo
     """Lease, re-plan and act; True when a channel died and the session must be re-planned."""
     todo = [a for a in snap.actions if a.kind is not Kind.NOTHING]
     report.counts.update(Kind.NOTHING.value for a in snap.actions if a.kind is Kind.NOTHING)
+    report.waiting = any(not a.settled for a in snap.actions)
     if not todo:
         return False
     lease = timedelta(seconds=rt.settings.lease_seconds)
+    token = uuid.uuid4().hex
     held: set[int] = set()
     try:
         with rt.store.tx() as db:
             ids = [placements.ensure(db, snap.session.id, a).id for a in todo]
         # All claims in one short transaction: each is its own compare-and-set, so
-        # batching them changes nothing for a racing worker and saves commits.
+        # batching them changes nothing for a racing run and saves commits.
         with rt.store.tx() as db:
             for pid in ids:
-                if placements.claim(db, pid, rt.owner, lease):
+                if placements.claim(db, pid, token, lease):
                     held.add(pid)
                 else:
                     report.busy = True
         fresh = snapshot(rt, snap.session.id, retry_failed=retry_failed)
         if fresh is None:
             return False
+        report.waiting = any(not a.settled for a in fresh.actions)
+        report.revision = fresh.revision
         reroute = False
         for action in fresh.actions:
             if action.kind is Kind.NOTHING or action.placement_id not in held:
                 continue
             integration_id = fresh.integration_ids.get((action.user_id, action.channel))
-            outcome = apply(rt, snap.session.id, fresh.revision, action, integration_id)
-            if outcome.ok:
+            outcome = apply(rt, snap.session.id, fresh.revision, action, integration_id, token)
+            if outcome.label == "lost_lease":
+                report.busy = True
+            elif outcome.ok:
                 report.counts[action.kind.value] += 1
             else:
                 report.errors.append(f"{action.user_id}/{action.channel}: {outcome.error}")
@@ -123,4 +138,4 @@ def _run(rt: Runtime, snap: Snapshot, report: Report, retry_failed: bool) -> boo
         if held:
             with rt.store.tx() as db:
                 for pid in held:
-                    placements.release(db, pid, rt.owner)
+                    placements.release(db, pid, token)

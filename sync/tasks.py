@@ -18,19 +18,12 @@ log = logging.getLogger(__name__)
 #: Retries for crashes that are not a channel's doing (database down, a bug).
 MAX_CRASH_RETRIES = 10
 
-
-def _retry_when(retries: int, exc: BaseException) -> bool:
-    # A Retry we raised is bounded by the placement's own attempt counter, so it
-    # must not also burn the crash budget (or rate-limit waits would dead-letter).
-    return isinstance(exc, dramatiq.Retry) or retries < MAX_CRASH_RETRIES
-
-
 _settings = get_settings()
 
 
 @dramatiq.actor(
     queue_name=QUEUE,
-    retry_when=_retry_when,
+    max_retries=MAX_CRASH_RETRIES,
     min_backoff=_settings.retry_min_backoff_ms,
     max_backoff=_settings.retry_max_backoff_ms,
     time_limit=max(60, _settings.lease_seconds - 60) * 1000,
@@ -46,7 +39,11 @@ def sync_session(session_id: str, retry_failed: bool = False) -> None:
         others = [sid for sid in resync_user(get_runtime(), user_id, enqueue) if sid != session_id]
         log.warning("integration of %s died; re-routing %d other sessions to email", user_id, len(others))
     if report.retry_in_ms is not None:
-        raise dramatiq.Retry(delay=report.retry_in_ms)
+        # A new message, not Dramatiq's Retry: Retry counts against the message's
+        # crash budget, so ten throttles and one crash would dead-letter the session.
+        # The wait itself is stored (next_attempt_at); this message only wakes it.
+        sync_session.send_with_options(args=(session_id,), kwargs={"retry_failed": retry_failed},
+                                       delay=report.retry_in_ms)
 
 
 @dramatiq.actor(queue_name=QUEUE, max_retries=0)

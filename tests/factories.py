@@ -78,3 +78,25 @@ def session_data(**overrides: Any) -> dict[str, Any]:
     return data
 
 
+
+
+def make_retries_due(rt: Any, session_id: str) -> None:
+    """Time passes: every retry the session's placements scheduled is due now."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from sync.store.db import utcnow
+    from sync.store.models import Placement
+
+    with rt.store.tx() as db:
+        db.execute(update(Placement).where(Placement.session_id == session_id, Placement.next_attempt_at.is_not(None))
+                   .values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+
+
+def reconcile_due(rt: Any, session_id: str, **kwargs: Any) -> Any:
+    """Reconcile as the scheduled retry message does: once its delay has passed."""
+    from sync.reconcile import reconcile
+
+    make_retries_due(rt, session_id)
+    return reconcile(rt, session_id, **kwargs)

@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from factories import RecordingChannel, make_settings, session_data
+from factories import RecordingChannel, make_settings, session_data, reconcile_due
 from sync import api, integrations
 from sync.crypto import CredentialBox, new_key
 from sync.emulators.google import GoogleEmulator
 from sync.providers.google import GoogleChannel
 from sync.quota import MemoryQuota
-from sync.reconcile import reconcile
 from sync.runtime import Runtime
 from sync.store.db import Store
 from sync.store.models import Integration
@@ -67,7 +66,7 @@ def test_mixed_session_gives_one_event_and_one_invite_and_no_google_email(rt, em
     connect_mentor(rt, emu)
     # When the session is booked and reconciled
     book(rt)
-    reconcile(rt, "sess-42")
+    reconcile_due(rt, "sess-42")
     # Then the mentor has one event, with no attendees, and Google was told to mail nobody
     [event] = emu.events(MENTOR)
     assert event["summary"] == "Session 2: Setting goals"
@@ -84,32 +83,32 @@ def test_mixed_session_gives_one_event_and_one_invite_and_no_google_email(rt, em
 def test_lifecycle_leaves_one_event_then_none_and_resync_costs_nothing(rt, emu, email):
     connect_mentor(rt, emu)
     book(rt)
-    reconcile(rt, "sess-42")
+    reconcile_due(rt, "sess-42")
     book(rt, version=2, start="2026-12-01T17:00:00-05:00", end="2026-12-01T18:00:00-05:00")
-    reconcile(rt, "sess-42")
+    reconcile_due(rt, "sess-42")
     book(rt, version=3, start="2026-12-01T17:00:00-05:00", end="2026-12-01T18:00:00-05:00",
          agenda_html="<p>Bring your goals</p>")
-    reconcile(rt, "sess-42")
+    reconcile_due(rt, "sess-42")
     [event] = emu.events(MENTOR)
     assert event["start"]["dateTime"].startswith("2026-12-01T17:00:00-05:00")
     assert "Bring your goals" in event["description"]
     # When nothing changed, a resync makes no API call
     emu.clear_log()
-    reconcile(rt, "sess-42")
+    reconcile_due(rt, "sess-42")
     assert emu.requests(kind="api") == []
     # When cancelled, the event goes
     api.cancel_session("sess-42", rt=rt, enqueue=False)
-    reconcile(rt, "sess-42")
+    reconcile_due(rt, "sess-42")
     assert emu.events(MENTOR) == []
 
 
 def test_each_change_costs_exactly_one_call(rt, emu, email):
     connect_mentor(rt, emu)
     book(rt)
-    reconcile(rt, "sess-42")  # includes the token refresh
+    reconcile_due(rt, "sess-42")  # includes the token refresh
     emu.clear_log()
     book(rt, version=2, title="Renamed")
-    reconcile(rt, "sess-42")
+    reconcile_due(rt, "sess-42")
     assert [(r.method, r.status) for r in emu.requests(kind="api")] == [("PUT", 200)]
 
 
@@ -118,10 +117,10 @@ def test_lost_insert_response_does_not_duplicate(rt, emu, email):
     connect_mentor(rt, emu)
     book(rt)
     emu.lose_next_response(1, method="POST", path_contains="/events")
-    first = reconcile(rt, "sess-42")
+    first = reconcile_due(rt, "sess-42")
     assert first.retry_in_ms is not None
     # When the worker retries, the same id answers 409 and becomes an update
-    reconcile(rt, "sess-42")
+    reconcile_due(rt, "sess-42")
     assert len(emu.events(MENTOR)) == 1
     assert emu.count(status=409) == 1
 
@@ -139,10 +138,10 @@ def test_crash_between_provider_call_and_database_write_does_not_duplicate(rt, e
 
     monkeypatch.setattr(placements, "record_success", crash)
     with pytest.raises(KeyboardInterrupt):
-        reconcile(rt, "sess-42")
+        reconcile_due(rt, "sess-42")
     monkeypatch.setattr(placements, "record_success", real)
     # When the message is redelivered
-    reconcile(rt, "sess-42")
+    reconcile_due(rt, "sess-42")
     # Then there is still one event
     assert len(emu.events(MENTOR)) == 1
 
@@ -154,7 +153,7 @@ def test_rate_limits_and_server_errors_are_retried(rt, emu, email, status, reaso
     connect_mentor(rt, emu)
     book(rt)
     emu.fail_next(1, status, reason, retry_after=retry_after, path_contains="/events")
-    report = reconcile(rt, "sess-42")
+    report = reconcile_due(rt, "sess-42")
     # Then the worker is asked to come back (no sooner than Retry-After when given)
     assert report.retry_in_ms is not None
     if retry_after:
@@ -162,23 +161,23 @@ def test_rate_limits_and_server_errors_are_retried(rt, emu, email, status, reaso
     view = {p.user_id: p for p in api.get_session("sess-42", rt=rt).placements}
     assert view["u-1"].state == "retrying" and str(status) in view["u-1"].last_error
     # And the retry succeeds with one event
-    reconcile(rt, "sess-42")
+    reconcile_due(rt, "sess-42")
     assert len(emu.events(MENTOR)) == 1
 
 
 def test_update_and_delete_are_retried_too(rt, emu, email):
     connect_mentor(rt, emu)
     book(rt)
-    reconcile(rt, "sess-42")
+    reconcile_due(rt, "sess-42")
     book(rt, version=2, title="Renamed")
     emu.fail_next(1, 429, "rateLimitExceeded", method="PUT")
-    assert reconcile(rt, "sess-42").retry_in_ms is not None
-    reconcile(rt, "sess-42")
+    assert reconcile_due(rt, "sess-42").retry_in_ms is not None
+    reconcile_due(rt, "sess-42")
     assert emu.events(MENTOR)[0]["summary"] == "Renamed"
     api.cancel_session("sess-42", rt=rt, enqueue=False)
     emu.fail_next(1, 403, "userRateLimitExceeded", method="DELETE")
-    assert reconcile(rt, "sess-42").retry_in_ms is not None
-    reconcile(rt, "sess-42")
+    assert reconcile_due(rt, "sess-42").retry_in_ms is not None
+    reconcile_due(rt, "sess-42")
     assert emu.events(MENTOR) == []
 
 
@@ -186,8 +185,8 @@ def test_timeout_is_retried(rt, emu, email):
     connect_mentor(rt, emu)
     book(rt)
     emu.timeout_next(1, seconds=4, applied=False, path_contains="/events")
-    assert reconcile(rt, "sess-42").retry_in_ms is not None
-    reconcile(rt, "sess-42")
+    assert reconcile_due(rt, "sess-42").retry_in_ms is not None
+    reconcile_due(rt, "sess-42")
     assert len(emu.events(MENTOR)) == 1
 
 
@@ -195,7 +194,7 @@ def test_bad_request_fails_the_placement_without_retrying(rt, emu, email):
     connect_mentor(rt, emu)
     book(rt)
     emu.fail_next(1, 400, "invalid", path_contains="/events")
-    report = reconcile(rt, "sess-42")
+    report = reconcile_due(rt, "sess-42")
     assert report.retry_in_ms is None
     view = {p.user_id: p for p in api.get_session("sess-42", rt=rt).placements}
     assert view["u-1"].state == "failed" and "400" in view["u-1"].last_error
@@ -204,11 +203,11 @@ def test_bad_request_fails_the_placement_without_retrying(rt, emu, email):
 def test_delete_of_an_event_already_gone_is_success(rt, emu, email):
     connect_mentor(rt, emu)
     book(rt)
-    reconcile(rt, "sess-42")
+    reconcile_due(rt, "sess-42")
     [event] = emu.events(MENTOR)
     emu.cancel_event(MENTOR, event["id"])  # the person deleted it: a second delete answers 410
     api.cancel_session("sess-42", rt=rt, enqueue=False)
-    report = reconcile(rt, "sess-42")
+    report = reconcile_due(rt, "sess-42")
     assert report.retry_in_ms is None and not report.errors
     emu.purge_event(MENTOR, event["id"])  # ...or 404 once purged
     view = {p.user_id: p for p in api.get_session("sess-42", rt=rt).placements}
@@ -218,12 +217,12 @@ def test_delete_of_an_event_already_gone_is_success(rt, emu, email):
 def test_event_deleted_by_the_person_is_recreated_under_a_fresh_id(rt, emu, email):
     connect_mentor(rt, emu)
     book(rt)
-    reconcile(rt, "sess-42")
+    reconcile_due(rt, "sess-42")
     [event] = emu.events(MENTOR)
     emu.cancel_event(MENTOR, event["id"])
     # When the session changes, the update hits a deleted event Google will not revive
     book(rt, version=2, title="Renamed")
-    reconcile(rt, "sess-42")
+    reconcile_due(rt, "sess-42")
     [again] = emu.events(MENTOR)
     assert again["id"] != event["id"] and again["summary"] == "Renamed"
     view = {p.user_id: p for p in api.get_session("sess-42", rt=rt).placements}
@@ -233,19 +232,19 @@ def test_event_deleted_by_the_person_is_recreated_under_a_fresh_id(rt, emu, emai
 def test_token_death_switches_to_email_in_the_same_reconcile_and_reconnect_switches_back(rt, emu, email):
     token = connect_mentor(rt, emu)
     book(rt)
-    reconcile(rt, "sess-42")
+    reconcile_due(rt, "sess-42")
     assert len(emu.events(MENTOR)) == 1
     # Given the mentor revoked calsync in their Google account
     emu.revoke(token)
     book(rt, version=2, start="2026-12-01T17:00:00-05:00", end="2026-12-01T18:00:00-05:00")
-    reconcile(rt, "sess-42")
+    reconcile_due(rt, "sess-42")
     # Then the integration needs a reconnect and the mentor got an emailed invite right away
     assert_mentor_fell_back_to_email(rt, email, "invalid_grant")
     # When they reconnect with a new token
     fresh = emu.issue_refresh_token(MENTOR)
     integrations.import_integrations(rt, [{"user_id": "u-1", "provider": "google", "refresh_token": fresh}],
                                      enqueue=lambda sid: None)
-    reconcile(rt, "sess-42")
+    reconcile_due(rt, "sess-42")
     # Then the invite is cancelled and the one calendar event shows the current time
     assert email.ops()[-1][:2] == ("withdraw", "u-1")
     [event] = emu.events(MENTOR)
@@ -257,26 +256,70 @@ def test_missing_calendar_falls_back_to_email(rt, emu, email):
     integrations.import_integrations(rt, [{"user_id": "u-1", "provider": "google", "calendar_id": "gone@group",
                                            "refresh_token": token}], enqueue=lambda sid: None)
     book(rt)
-    reconcile(rt, "sess-42")
+    reconcile_due(rt, "sess-42")
     assert_mentor_fell_back_to_email(rt, email, "not found")
 
 
-def test_undecryptable_credentials_fall_back_to_email(rt, emu, email):
+def held_placement(rt: Runtime, user_id: str = "u-1"):
+    return {p.user_id: p for p in api.get_session("sess-42", rt=rt).placements if p.channel != "email"}[user_id]
+
+
+def test_undecryptable_credentials_hold_the_copy_until_the_key_is_back(rt, emu, email):
+    # Given the mentor's credentials were sealed under a key later dropped from CALSYNC_SECRET_KEYS
     connect_mentor(rt, emu)
+    lost_key = new_key()
     with rt.store.tx() as db:
-        db.query(Integration).one().credentials = CredentialBox([new_key()]).seal({"refresh_token": "x"})
+        row = db.query(Integration).one()
+        readable = row.credentials
+        row.credentials = CredentialBox([lost_key]).seal({"refresh_token": "x"})
     book(rt)
-    reconcile(rt, "sess-42")
-    assert_mentor_fell_back_to_email(rt, email, "decrypt")
+    # When the session is reconciled
+    report = reconcile_due(rt, "sess-42")
+    # Then this is calsync's fault, not the mentor's: they are not asked to reconnect nor emailed,
+    # and the copy is held with the cause, to be tried again
+    [row] = integrations.list_integrations(rt)
+    assert row["status"] == "active"
+    assert not [op for op in email.ops() if op[1] == "u-1"]
+    held = held_placement(rt)
+    assert held.state == "held" and "CALSYNC_SECRET_KEYS" in held.last_error
+    assert report.retry_in_ms is not None
+    # When the operator puts the key back
+    with rt.store.tx() as db:
+        db.query(Integration).one().credentials = readable
+    reconcile_due(rt, "sess-42")
+    # Then the event lands by itself, and still nobody was emailed
+    assert len(emu.events(MENTOR)) == 1 and held_placement(rt).state == "placed"
+    assert not [op for op in email.ops() if op[1] == "u-1"]
+
+
+def test_a_rejected_oauth_client_holds_placements_and_marks_nobody(sqlite_url, emu, email):
+    # Given the deployed client secret is wrong (rotated in the Google console, not here)
+    emu.add_client("calsync-test", "the-new-secret")
+    rt = google_runtime(sqlite_url, emu, email, google_client_secret="an-old-secret")
+    connect_mentor(rt, emu)
+    book(rt)
+    # When the session is reconciled
+    reconcile_due(rt, "sess-42")
+    # Then the mentor keeps the integration and gets no email; the placement is held naming the setting
+    assert integrations.list_integrations(rt)[0]["status"] == "active"
+    assert not [op for op in email.ops() if op[1] == "u-1"]
+    held = held_placement(rt)
+    assert held.state == "held" and "CALSYNC_GOOGLE_CLIENT_SECRET" in held.last_error
+    # When the fix is deployed (a new process with the right secret, same store)
+    fixed = google_runtime(sqlite_url, emu, email, google_client_secret="the-new-secret")
+    fixed.settings = fixed.settings.model_copy(update={"secret_keys": rt.settings.secret_keys})
+    reconcile_due(fixed, "sess-42")
+    # Then the copy lands by itself, without anyone consenting again
+    assert len(emu.events(MENTOR)) == 1 and held_placement(fixed).state == "placed"
 
 
 def test_answer_that_is_not_json_is_retried_not_crashed(rt, emu, email):
     connect_mentor(rt, emu)
     book(rt)
     emu.fail_next(1, 200, body="<html>proxy error</html>", content_type="text/html", path_contains="/events")
-    report = reconcile(rt, "sess-42")
+    report = reconcile_due(rt, "sess-42")
     assert report.retry_in_ms is not None
-    reconcile(rt, "sess-42")
+    reconcile_due(rt, "sess-42")
     assert len(emu.events(MENTOR)) == 1
 
 
@@ -289,7 +332,7 @@ def test_id_collision_with_a_foreign_event_moves_to_a_fresh_id(rt, emu, email):
                            "start": {"dateTime": "2026-12-05T10:00:00Z"}, "end": {"dateTime": "2026-12-05T11:00:00Z"}})
     emu.cancel_event(MENTOR, event_id("sess-42", "u-1"))
     book(rt)
-    reconcile(rt, "sess-42")
+    reconcile_due(rt, "sess-42")
     summaries = sorted(e["summary"] for e in emu.events(MENTOR))
     assert summaries == ["Session 2: Setting goals"]
 
@@ -306,7 +349,7 @@ def test_two_workers_racing_make_one_event(sqlite_url, emu, email):
     for t in threads:
         t.join(30)
     emu.latency = 0
-    reconcile(rt1, "sess-42")
+    reconcile_due(rt1, "sess-42")
     assert len(emu.events(MENTOR)) == 1
     assert emu.count(status=409) == 0
 
@@ -332,8 +375,8 @@ def test_connect_flow_with_pkce_stores_the_token_encrypted(rt, emu, email, tmp_p
 def test_disconnect_withdraws_events_and_falls_back_to_email(rt, emu, email):
     connect_mentor(rt, emu)
     book(rt)
-    reconcile(rt, "sess-42")
-    integrations.disconnect(rt, "u-1", reconcile_now=lambda sid: reconcile(rt, sid))
+    reconcile_due(rt, "sess-42")
+    integrations.disconnect(rt, "u-1", reconcile_now=lambda sid: reconcile_due(rt, sid))
     assert emu.events(MENTOR) == []
     assert ("place", "u-1", 0) in email.ops()
     [row] = integrations.list_integrations(rt)
@@ -348,8 +391,8 @@ def test_token_death_reroutes_the_persons_other_sessions_too(rt, emu, email):
     token = connect_mentor(rt, emu)
     book(rt)
     book(rt, id="sess-43")
-    reconcile(rt, "sess-42")
-    reconcile(rt, "sess-43")
+    reconcile_due(rt, "sess-42")
+    reconcile_due(rt, "sess-43")
     broker.flush_all()
     # When their token dies while the worker handles a change to one session
     emu.revoke(token)
@@ -376,7 +419,7 @@ def test_rate_limit_answers_spend_no_attempt(rt, emu, email):
     emu.fail_next(rt.settings.max_attempts + 2, 403, "userRateLimitExceeded", path_contains="/events")
     # When the worker keeps coming back as told
     for _ in range(rt.settings.max_attempts + 3):
-        if reconcile(rt, "sess-42").retry_in_ms is None:
+        if reconcile_due(rt, "sess-42").retry_in_ms is None:
             break
     # Then the event was placed in the end: slowing down is not failing
     [event] = emu.events(MENTOR)
@@ -390,6 +433,6 @@ def test_401_that_survives_the_refresh_is_token_death(rt, emu, email):
     book(rt)
     emu.fail_next(3, 401, "authError", path_contains="/events")
     # When the session is placed
-    reconcile(rt, "sess-42")
+    reconcile_due(rt, "sess-42")
     # Then the mentor needs a reconnect and got the invite by email
     assert_mentor_fell_back_to_email(rt, email, "401")

@@ -7,13 +7,12 @@ import threading
 import pytest
 import requests
 
-from factories import RecordingChannel, make_settings, session_data
+from factories import RecordingChannel, make_settings, session_data, reconcile_due
 from sync import api, integrations
 from sync.crypto import CredentialBox, new_key
 from sync.emulators.graph import GraphEmulator
 from sync.providers.outlook import OutlookChannel
 from sync.quota import MemoryQuota
-from sync.reconcile import reconcile
 from sync.runtime import Runtime
 from sync.store.db import Store
 from sync.store.models import Integration
@@ -84,26 +83,26 @@ def test_lifecycle_one_event_then_none_with_no_attendees(rt, emu, email):
     # Given the mentee connected Outlook
     connect_mentee(rt, emu)
     book(rt)
-    reconcile(rt, "sess-42")
+    reconcile_due(rt, "sess-42")
     [event] = emu.events(MENTEE)
     assert event["subject"] == "Session 2: Setting goals" and not event.get("attendees")
     assert emu.count(has_attendees=True) == 0
     # When rescheduled, then the agenda edited
     book(rt, version=2, start="2026-12-01T17:00:00-05:00", end="2026-12-01T18:00:00-05:00")
-    reconcile(rt, "sess-42")
+    reconcile_due(rt, "sess-42")
     book(rt, version=3, start="2026-12-01T17:00:00-05:00", end="2026-12-01T18:00:00-05:00",
          agenda_html="<p>Bring your goals</p>")
-    reconcile(rt, "sess-42")
+    reconcile_due(rt, "sess-42")
     [event] = emu.events(MENTEE)
     assert event["start"]["dateTime"].startswith("2026-12-01T22:00:00")
     assert "Bring your goals" in event["body"]["content"]
     # Then an unchanged resync makes no call at all
     emu.clear_log()
-    reconcile(rt, "sess-42")
+    reconcile_due(rt, "sess-42")
     assert graph_calls(emu) == []
     # And cancelling removes the event; only the email-only mentor was mailed
     api.cancel_session("sess-42", rt=rt, enqueue=False)
-    reconcile(rt, "sess-42")
+    reconcile_due(rt, "sess-42")
     assert emu.events(MENTEE) == []
     assert {uid for _, uid, _ in email.ops()} == {"u-1"}
 
@@ -111,10 +110,10 @@ def test_lifecycle_one_event_then_none_with_no_attendees(rt, emu, email):
 def test_each_change_costs_one_call(rt, emu, email):
     connect_mentee(rt, emu)
     book(rt)
-    reconcile(rt, "sess-42")
+    reconcile_due(rt, "sess-42")
     emu.clear_log()
     book(rt, version=2, title="Renamed")
-    reconcile(rt, "sess-42")
+    reconcile_due(rt, "sess-42")
     assert graph_calls(emu) == [("PATCH", 200)]
 
 
@@ -125,12 +124,12 @@ def test_throttling_and_server_errors_are_retried(rt, emu, email, status, code, 
     connect_mentee(rt, emu)
     book(rt)
     emu.fail_next(1, status, code, retry_after=retry_after, method="POST")
-    report = reconcile(rt, "sess-42")
+    report = reconcile_due(rt, "sess-42")
     assert report.retry_in_ms is not None
     if retry_after:
         assert report.retry_in_ms >= int(retry_after) * 1000
     assert placement(rt).state == "retrying" and str(status) in placement(rt).last_error
-    reconcile(rt, "sess-42")
+    reconcile_due(rt, "sess-42")
     assert len(emu.events(MENTEE)) == 1
 
 
@@ -138,8 +137,8 @@ def test_timeout_is_retried(rt, emu, email):
     connect_mentee(rt, emu)
     book(rt)
     emu.timeout_next(1, seconds=4, applied=False, method="POST")
-    assert reconcile(rt, "sess-42").retry_in_ms is not None
-    reconcile(rt, "sess-42")
+    assert reconcile_due(rt, "sess-42").retry_in_ms is not None
+    reconcile_due(rt, "sess-42")
     assert len(emu.events(MENTEE)) == 1
 
 
@@ -147,8 +146,8 @@ def test_lost_response_on_create_is_found_by_its_tag_not_created_twice(rt, emu, 
     connect_mentee(rt, emu)
     book(rt)
     emu.lose_next_response(1, method="POST")
-    assert reconcile(rt, "sess-42").retry_in_ms is not None
-    reconcile(rt, "sess-42")
+    assert reconcile_due(rt, "sess-42").retry_in_ms is not None
+    reconcile_due(rt, "sess-42")
     assert len(emu.events(MENTEE)) == 1
     assert placement(rt).external_id == emu.events(MENTEE)[0]["id"]
 
@@ -156,13 +155,13 @@ def test_lost_response_on_create_is_found_by_its_tag_not_created_twice(rt, emu, 
 def test_event_deleted_by_the_person_is_drift_and_resync_recreates_it(rt, emu, email):
     connect_mentee(rt, emu)
     book(rt)
-    reconcile(rt, "sess-42")
+    reconcile_due(rt, "sess-42")
     [event] = emu.events(MENTEE)
     emu.delete_event(MENTEE, event["id"])
     book(rt, version=2, title="Renamed")
-    reconcile(rt, "sess-42")
+    reconcile_due(rt, "sess-42")
     assert placement(rt).state == "drift" and emu.events(MENTEE) == []
-    reconcile(rt, "sess-42", retry_failed=True)
+    reconcile_due(rt, "sess-42", retry_failed=True)
     [again] = emu.events(MENTEE)
     assert again["subject"] == "Renamed"
 
@@ -170,10 +169,10 @@ def test_event_deleted_by_the_person_is_drift_and_resync_recreates_it(rt, emu, e
 def test_delete_of_a_missing_event_is_success(rt, emu, email):
     connect_mentee(rt, emu)
     book(rt)
-    reconcile(rt, "sess-42")
+    reconcile_due(rt, "sess-42")
     emu.delete_event(MENTEE, emu.events(MENTEE)[0]["id"])
     api.cancel_session("sess-42", rt=rt, enqueue=False)
-    report = reconcile(rt, "sess-42")
+    report = reconcile_due(rt, "sess-42")
     assert not report.errors and placement(rt).state == "withdrawn"
 
 
@@ -181,12 +180,12 @@ def test_delete_of_a_missing_event_is_success(rt, emu, email):
 def test_token_death_switches_to_email_and_reconnect_switches_back(rt, emu, email, kill):
     connect_mentee(rt, emu)
     book(rt)
-    reconcile(rt, "sess-42")
+    reconcile_due(rt, "sess-42")
     # Given the grant dies (revoked, expired, MFA required, consent withdrawn)
     getattr(emu, kill)(MENTEE)
     emu.expire_access_tokens(MENTEE)
     book(rt, version=2, title="Renamed")
-    reconcile(rt, "sess-42")
+    reconcile_due(rt, "sess-42")
     # Then the mentee needs a reconnect and got an emailed invite in the same reconcile
     rows = {r["user_id"]: r for r in integrations.list_integrations(rt)}
     assert rows["u-2"]["status"] == "needs_reconnect"
@@ -195,7 +194,7 @@ def test_token_death_switches_to_email_and_reconnect_switches_back(rt, emu, emai
     integrations.import_integrations(rt, [{"user_id": "u-2", "provider": "outlook",
                                            "refresh_token": emu.issue_refresh_token(MENTEE)}],
                                      enqueue=lambda sid: None)
-    reconcile(rt, "sess-42")
+    reconcile_due(rt, "sess-42")
     # Then the invite is cancelled and their one event shows the current title
     assert email.ops()[-1][:2] == ("withdraw", "u-2")
     [event] = emu.events(MENTEE)
@@ -206,7 +205,7 @@ def test_unlicensed_mailbox_falls_back_to_email(rt, emu, email):
     connect_mentee(rt, emu)
     emu.set_licensed(MENTEE, False)
     book(rt)
-    reconcile(rt, "sess-42")
+    reconcile_due(rt, "sess-42")
     rows = {r["user_id"]: r for r in integrations.list_integrations(rt)}
     assert rows["u-2"]["status"] == "needs_reconnect" and "MailboxNotEnabledForRESTAPI" in rows["u-2"]["reason"]
     assert ("place", "u-2", 0) in email.ops()
@@ -216,7 +215,7 @@ def test_bad_request_fails_the_placement(rt, emu, email):
     connect_mentee(rt, emu)
     book(rt)
     emu.fail_next(1, 400, "ErrorInvalidRequest", method="POST")
-    assert reconcile(rt, "sess-42").retry_in_ms is None
+    assert reconcile_due(rt, "sess-42").retry_in_ms is None
     assert placement(rt).state == "failed" and "400" in placement(rt).last_error
 
 
@@ -224,17 +223,42 @@ def test_answer_that_is_not_json_is_retried(rt, emu, email):
     connect_mentee(rt, emu)
     book(rt)
     emu.fail_next(1, 201, body="<html>gateway</html>", content_type="text/html", method="POST")
-    assert reconcile(rt, "sess-42").retry_in_ms is not None
+    assert reconcile_due(rt, "sess-42").retry_in_ms is not None
 
 
-def test_undecryptable_token_cache_falls_back_to_email(rt, emu, email):
+def test_undecryptable_token_cache_is_held_not_blamed_on_the_person(rt, emu, email):
+    # Given the mentee's token cache was sealed under a key that is no longer configured
     connect_mentee(rt, emu)
     with rt.store.tx() as db:
         db.query(Integration).one().credentials = CredentialBox([new_key()]).seal({"token_cache": "{}"})
     book(rt)
-    reconcile(rt, "sess-42")
-    assert integrations.list_integrations(rt)[0]["status"] == "needs_reconnect"
-    assert ("place", "u-2", 0) in email.ops()
+    # When the session is reconciled
+    reconcile_due(rt, "sess-42")
+    # Then the integration stays active, nothing is emailed to the mentee, and the copy is held
+    assert integrations.list_integrations(rt)[0]["status"] == "active"
+    assert not [op for op in email.ops() if op[1] == "u-2"]
+    assert placement(rt).state == "held" and "CALSYNC_SECRET_KEYS" in placement(rt).last_error
+
+
+def test_invalid_client_secret_holds_placements_and_resumes_once_fixed(sqlite_url, emu, email):
+    # Given the mentee connected while the app's secret was right
+    emu.add_client("calsync-test", "s3cret")
+    rt = outlook_runtime(sqlite_url, emu, email)
+    connect_mentee(rt, emu)
+    book(rt)
+    # When the secret expires in Azure (AADSTS7000215 invalid_client) and the session is reconciled
+    emu.clients["calsync-test"]["secret"] = "rotated"
+    reconcile_due(rt, "sess-42")
+    # Then nobody is marked for a reconnect and the copy is held naming the setting
+    assert integrations.list_integrations(rt)[0]["status"] == "active"
+    assert not [op for op in email.ops() if op[1] == "u-2"]
+    assert placement(rt).state == "held" and "CALSYNC_MS_CLIENT_SECRET" in placement(rt).last_error
+    # When the new secret is deployed
+    fixed = outlook_runtime(sqlite_url, emu, email, ms_client_secret="rotated")
+    fixed.settings = fixed.settings.model_copy(update={"secret_keys": rt.settings.secret_keys})
+    reconcile_due(fixed, "sess-42")
+    # Then the event lands without the mentee consenting again
+    assert placement(fixed).state == "placed" and len(emu.events(MENTEE)) == 1
 
 
 def test_never_more_than_four_requests_in_flight_per_mailbox(sqlite_url, emu, email):
@@ -290,7 +314,7 @@ def test_group_session_one_event_per_calendar_one_invite(sqlite_url, emu, email)
             {"user_id": "b", "provider": "outlook", "refresh_token": emu.add_user("b@contoso.com")},
         ], enqueue=lambda sid: None)
         book(rt, participants=[{"user_id": u, "email": e} for u, e in people])
-        reconcile(rt, "sess-42")
+        reconcile_due(rt, "sess-42")
         # Then one event in each calendar and one invite, nothing more
         assert len(gemu.events("mentor@school.example.com")) == 1
         assert len(emu.events("a@contoso.com")) == 1 and len(emu.events("b@contoso.com")) == 1
@@ -308,7 +332,7 @@ def test_a_first_create_costs_one_call(rt, emu, email):
     connect_mentee(rt, emu)
     book(rt)
     # When it is placed for the first time, no lookup precedes the create (nothing can exist yet)
-    reconcile(rt, "sess-42")
+    reconcile_due(rt, "sess-42")
     assert graph_calls(emu) == [("POST", 201)]
 
 
@@ -317,7 +341,7 @@ def test_401_after_a_forced_refresh_is_token_death(rt, emu, email):
     connect_mentee(rt, emu)
     book(rt)
     emu.fail_next(2, 401, "InvalidAuthenticationToken", method="POST")
-    reconcile(rt, "sess-42")
+    reconcile_due(rt, "sess-42")
     # Then the mentee needs a reconnect and got the invite by email
     rows = {r["user_id"]: r for r in integrations.list_integrations(rt)}
     assert rows["u-2"]["status"] == "needs_reconnect" and "401" in rows["u-2"]["reason"]
@@ -329,6 +353,6 @@ def test_one_401_is_cured_by_a_refresh(rt, emu, email):
     connect_mentee(rt, emu)
     book(rt)
     emu.fail_next(1, 401, "InvalidAuthenticationToken", method="POST")
-    reconcile(rt, "sess-42")
+    reconcile_due(rt, "sess-42")
     # Then calsync refreshed and placed the event, still on Outlook
     assert len(emu.events(MENTEE)) == 1 and email.ops() == [("place", "u-1", 0)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from factories import RecordingChannel, session_data
+from factories import RecordingChannel, reconcile_due, session_data
 from sync import api
 from sync.errors import PermanentError, TransientError
 from sync.reconcile import reconcile
@@ -85,7 +85,7 @@ def test_transient_failures_retry_then_fail_with_the_reason(runtime: Runtime, ch
             raise TransientError("SMTP 451 try later")
 
     channel.before = refuse_u1
-    reports = [reconcile(runtime, "sess-42") for _ in range(3)]
+    reports = [reconcile_due(runtime, "sess-42") for _ in range(3)]
     # Then the first two runs ask to retry, the third gives up with the reason recorded
     assert reports[0].retry_in_ms is not None and reports[1].retry_in_ms is not None
     assert reports[2].retry_in_ms is None

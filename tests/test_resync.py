@@ -57,4 +57,4 @@ def test_failed_placements_are_retried_by_resync(runtime: Runtime, channel: Reco
     reconcile(runtime, "a")
     queued: list[str] = []
     result = resync(runtime, Selection(session_id="a"), dry_run=False, enqueue=queued.append)
-    assert queued == ["a"] and result.counts["update"] == 1
+    assert queued == ["a"] and result.counts["create"] == 1

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from factories import session_data
 from sync import api
 from sync.crypto import CredentialBox, new_key
-from sync.errors import AuthError, ConfigError
+from sync.errors import ConfigError, Misconfigured
 from sync.runtime import Runtime
 from sync.store.models import Integration, Person
 
@@ -57,6 +60,106 @@ def test_batch_with_a_bad_element_stores_only_the_good_ones(runtime: Runtime):
     assert "'bad'" not in dump(runtime)
 
 
+def at_once(rt: Runtime, *calls: Callable[[], Any]) -> list[Any]:
+    """Run each call in its own thread, holding every thread just before its first insert
+    into ``people`` until all have got there: the moment two get-then-add writers collide.
+
+    Returns each call's result, or the exception it raised.
+    """
+    barrier = threading.Barrier(len(calls))
+    waited: set[int] = set()
+
+    def hold(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("INSERT INTO PEOPLE") and threading.get_ident() not in waited:
+            waited.add(threading.get_ident())
+            barrier.wait(timeout=30)
+
+    results: list[Any] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        try:
+            results[i] = calls[i]()
+        except Exception as exc:  # reported to the test, not swallowed
+            results[i] = exc
+
+    event.listen(rt.store.engine, "before_cursor_execute", hold)
+    try:
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+    finally:
+        event.remove(rt.store.engine, "before_cursor_execute", hold)
+    return results
+
+
+def test_two_bookings_naming_the_same_new_person_at_once_both_succeed(runtime: Runtime):
+    # Given two sessions that both name a person the store has never seen
+    newcomer = {"user_id": "u-new", "email": "new@example.com", "name": "Newcomer"}
+    first = session_data(id="first", participants=[
+        {"user_id": "u-1", "email": "mentor@example.com"}, newcomer])
+    second = session_data(id="second", participants=[
+        newcomer, {"user_id": "u-3", "email": "other@example.com"}])
+    # When both are taken in at once, each in its own transaction
+    results = at_once(runtime, lambda: api.upsert_session(first, rt=runtime, enqueue=False),
+                      lambda: api.upsert_session(second, rt=runtime, enqueue=False))
+    # Then both are stored, and the newcomer exists once
+    assert [getattr(r, "outcome", r) for r in results] == ["created", "created"]
+    with runtime.store.tx() as db:
+        assert [(p.user_id, p.email, p.name) for p in db.query(Person).filter_by(user_id="u-new")] == [
+            ("u-new", "new@example.com", "Newcomer")]
+
+
+def test_a_booking_updates_a_known_person(runtime: Runtime):
+    # Given a person stored by an earlier session
+    api.upsert_session(session_data(), rt=runtime, enqueue=False)
+    # When a later session gives them a new address, name and time zone
+    data = session_data(id="later")
+    data["participants"][0].update(email="ada@example.org", name="Ada King", timezone="Europe/Paris")
+    api.upsert_session(data, rt=runtime, enqueue=False)
+    # Then the person carries what the platform sent last
+    with runtime.store.tx() as db:
+        ada = db.get(Person, "u-1")
+        assert (ada.email, ada.name, ada.timezone) == ("ada@example.org", "Ada King", "Europe/Paris")
+
+
+def test_connecting_while_a_booking_creates_the_person_both_succeed(db_url: str):
+    # Given a person the store has never seen, who connects a calendar just as a booking names them
+    from factories import make_settings
+    from sync.crypto import new_key
+    from sync.integrations import _save
+    from sync.store.db import Store
+
+    rt = Runtime(make_settings(db_url, secret_keys=new_key()), Store(db_url))
+    booking = session_data(participants=[{"user_id": "u-new", "email": "new@example.com"}])
+    # When both run at once, each in its own transaction
+    results = at_once(rt, lambda: api.upsert_session(booking, rt=rt, enqueue=False),
+                      lambda: _save(rt, "u-new", "google", "account@gmail.example", None, {"refresh_token": "t"}))
+    # Then both succeed
+    assert [type(r).__name__ for r in results] == ["IntakeResult", "int"], results
+    # And the person keeps the address the platform sent, not the calendar account's
+    with rt.store.tx() as db:
+        assert db.get(Person, "u-new").email == "new@example.com"
+
+
+def test_connecting_keeps_a_known_email(db_url: str):
+    # Given a person stored by a session
+    from factories import make_settings
+    from sync.crypto import new_key
+    from sync.integrations import _save
+    from sync.store.db import Store
+
+    rt = Runtime(make_settings(db_url, secret_keys=new_key()), Store(db_url))
+    api.upsert_session(session_data(), rt=rt, enqueue=False)
+    # When they connect a calendar under another account address
+    _save(rt, "u-1", "google", "ada.personal@gmail.example", None, {"refresh_token": "t"})
+    # Then the person's email is still the platform's, and the account address sits on the integration
+    with rt.store.tx() as db:
+        assert db.get(Person, "u-1").email == "mentor@example.com"
+        assert db.query(Integration).one().account_email == "ada.personal@gmail.example"
+
+
 def test_same_version_with_other_content_is_a_conflict(runtime: Runtime):
     api.upsert_session(session_data(), rt=runtime, enqueue=False)
     same = api.upsert_session(session_data(), rt=runtime, enqueue=False)
@@ -80,7 +183,7 @@ def test_credentials_are_ciphertext_at_rest_and_rotate(runtime: Runtime):
         row.credentials = rotated.rotate(row.credentials)
         blob = row.credentials
     assert CredentialBox([new]).open(blob) == {"refresh_token": "1//0gSECRET"}
-    with pytest.raises(AuthError):
+    with pytest.raises(Misconfigured):
         CredentialBox([old]).open(blob)
 
 

@@ -33,7 +33,7 @@ from sync.channels import Receipt, Target
 from sync.config import Settings
 from sync.crypto import CredentialBox
 from sync.drift import Observed
-from sync.errors import AuthError, PermanentError, TransientError
+from sync.errors import AuthError, Misconfigured, PermanentError, TransientError
 from sync.limits import parse_retry_after, rate_limit_delay
 from sync.providers.google_events import TAG_SESSION, TAG_USER, event_id, generation_of, to_google
 from sync.render import RenderedEvent
@@ -47,6 +47,8 @@ SERVICE_PATH = "calendar/v3/"
 RATE_REASONS = {"rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded"}
 #: 403 reasons that mean the grant itself is not good enough: only a reconnect helps.
 GRANT_REASONS = {"insufficientPermissions", "accessNotConfigured", "authError", "dailyLimitExceededUnreg"}
+#: Token-endpoint errors about calsync's OAuth client, not the person's grant.
+CLIENT_FAULTS = ("invalid_client", "unauthorized_client")
 #: Fresh ids tried when Google will not revive a deleted event's id.
 MAX_GENERATIONS = 8
 
@@ -83,6 +85,9 @@ def classify(exc: Exception, *, what: str) -> Exception:
     if isinstance(exc, RefreshError):
         # google-auth puts "invalid_grant: Token has been expired or revoked." in args[0].
         text = str(exc.args[0]) if exc.args else str(exc)
+        if any(code in text for code in CLIENT_FAULTS):
+            return Misconfigured(f"Google refused calsync's OAuth client ({text}): "
+                                 "check CALSYNC_GOOGLE_CLIENT_ID / CALSYNC_GOOGLE_CLIENT_SECRET")
         if "invalid_grant" in text or not getattr(exc, "retryable", False):
             return AuthError(f"Google refresh token rejected ({text})")
         return TransientError(f"Google token endpoint unavailable while {what}")
@@ -186,8 +191,10 @@ class GoogleChannel:
                 # The person deleted it (404/410), or Google will not revive their deletion (403).
                 if isinstance(exc, AuthError) or exc.status not in (403, 404, 410):
                     raise
-        start = generation_of(event.session_id, event.recipient.user_id, target.external_id)
-        start += 1 if target.external_id else 0
+            start = max(target.generation, generation_of(event.session_id, event.recipient.user_id,
+                                                         target.external_id) + 1)
+        else:
+            start = target.generation
         return self._insert(acc, event, start)
 
     def _insert(self, acc: _Account, event: RenderedEvent, first_generation: int) -> Receipt:
@@ -198,7 +205,7 @@ class GoogleChannel:
             try:
                 self._write(acc, events.insert(calendarId=acc.calendar_id, body=body, sendUpdates="none"),
                             "creating the event")
-                return Receipt(eid, "created")
+                return Receipt(eid, "created", generation)
             except PermanentError as exc:
                 if exc.status == 404:
                     raise AuthError(f"calendar {acc.calendar_id!r} not found for {acc.account}", status=404) from None
@@ -209,7 +216,7 @@ class GoogleChannel:
             try:
                 self._write(acc, events.update(calendarId=acc.calendar_id, eventId=eid, body=body,
                                                sendUpdates="none"), "taking over an existing event")
-                return Receipt(eid, "updated existing")
+                return Receipt(eid, "updated existing", generation)
             except PermanentError as exc:
                 if isinstance(exc, AuthError) or exc.status not in (403, 404, 410):
                     raise
@@ -235,17 +242,23 @@ class GoogleChannel:
         return f"token ok; calendar {acc.calendar_id!r} of {acc.account} answers"
 
     def withdraw(self, target: Target, event: RenderedEvent) -> Receipt:
-        # No recorded id means an insert whose answer was lost: it used the first id.
-        eid = target.external_id or event_id(event.session_id, event.recipient.user_id)
+        """Delete every copy that may exist: the recorded event, or with no record the id an
+        insert whose answer was lost used; and when an earlier attempt's outcome is unknown
+        (a fresh id may have been inserted with its answer lost), every copy found by tag."""
         acc = self._account(target.integration_id)
-        try:
-            self._execute(acc, self.service.events().delete(calendarId=acc.calendar_id, eventId=eid,
-                                                            sendUpdates="none"), "deleting the event")
-        except PermanentError as exc:
-            if not _gone(exc):
-                raise
-            return Receipt(eid, "already gone")
-        return Receipt(eid, "deleted")
+        ids = [target.external_id or event_id(event.session_id, event.recipient.user_id, target.generation)]
+        if target.in_doubt:
+            ids += [c.external_id for c in self.inspect(target, event) if not c.cancelled and c.external_id not in ids]
+        deleted = []
+        for eid in ids:
+            try:
+                self._execute(acc, self.service.events().delete(calendarId=acc.calendar_id, eventId=eid,
+                                                                sendUpdates="none"), "deleting the event")
+                deleted.append(eid)
+            except PermanentError as exc:
+                if not _gone(exc):
+                    raise
+        return Receipt(ids[0], f"deleted {len(deleted)} of {len(ids)}" if deleted else "already gone")
 
 
 def _gone(exc: PermanentError) -> bool:

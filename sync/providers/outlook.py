@@ -26,7 +26,7 @@ from sync.channels import Receipt, Target
 from sync.config import Settings
 from sync.crypto import CredentialBox
 from sync.drift import Observed
-from sync.errors import AuthError, EventGone, PermanentError, TransientError
+from sync.errors import AuthError, EventGone, Misconfigured, PermanentError, TransientError
 from sync.limits import parse_retry_after, rate_limit_delay
 from sync.pinned_ca import session_trusting
 from sync.providers.outlook_events import for_create, tag_filter, to_graph
@@ -38,7 +38,10 @@ from sync.store.models import Integration
 #: Delegated permission calsync asks for; MSAL adds openid, profile and offline_access.
 SCOPES = ["Calendars.ReadWrite"]
 #: AAD error codes that mean the grant is dead and only the person can revive it.
-DEAD_GRANT = ("invalid_grant", "interaction_required", "consent_required", "invalid_client", "unauthorized_client")
+DEAD_GRANT = ("invalid_grant", "interaction_required", "consent_required")
+#: AAD error codes about calsync's app registration (a wrong or expired client
+#: secret is AADSTS7000215 ``invalid_client``): the operator's to fix, not the person's.
+CLIENT_FAULTS = ("invalid_client", "unauthorized_client")
 
 
 def new_app(settings: Settings, session: requests.Session, http_cache: dict[str, Any],
@@ -65,6 +68,8 @@ def auth_failure(result: dict[str, Any] | None, what: str) -> Exception:
     error = str(result.get("error", "unknown"))
     codes = result.get("error_codes") or []
     label = f"Microsoft {error}{' AADSTS' + str(codes[0]) if codes else ''} while {what}"
+    if error in CLIENT_FAULTS:
+        return Misconfigured(f"{label}: check CALSYNC_MS_CLIENT_ID / CALSYNC_MS_CLIENT_SECRET")
     if error in DEAD_GRANT:
         return AuthError(label)
     return TransientError(label)
@@ -219,12 +224,13 @@ class OutlookChannel:
             raise AuthError(f"calendar of {mb.account} is read-only for calsync")
         return f"token ok; calendar {cal.get('name', 'Calendar')!r} of {mb.account} is writable"
 
-    def _find(self, mb: _Mailbox, event: RenderedEvent) -> str | None:
+    def _find(self, mb: _Mailbox, event: RenderedEvent, top: int = 2) -> list[str]:
+        """Ids of the copies tagged as this person's copy of this session."""
         resp = self._call(mb, "GET", self._events_path(mb), "looking the event up by its tag",
                           params={"$filter": tag_filter(event.session_id, event.recipient.user_id), "$select": "id",
-                                  "$top": "2"})
+                                  "$top": str(top)})
         found = self._json(resp, "looking the event up").get("value") or []
-        return str(found[0]["id"]) if found else None
+        return [str(item["id"]) for item in found]
 
     # -- channel -----------------------------------------------------------------------------
 
@@ -240,29 +246,38 @@ class OutlookChannel:
                 raise
             return Receipt(target.external_id, "updated")
         # No recorded id: a first create, or (maybe_exists) one whose answer was lost.
-        existing = self._find(mb, event) if target.maybe_exists else None
+        existing = self._find(mb, event) if target.maybe_exists else []
         if existing:
-            self._call(mb, "PATCH", f"{self._events_path(mb)}/{existing}", "updating the found event",
+            self._call(mb, "PATCH", f"{self._events_path(mb)}/{existing[0]}", "updating the found event",
                        json=to_graph(event))
-            return Receipt(existing, "found and updated")
-        resp = self._call(mb, "POST", self._events_path(mb), "creating the event", json=for_create(event))
+            return Receipt(existing[0], "found and updated")
+        # The transactionId is per generation: after a withdrawal Graph must not hand
+        # back the deleted event as "the same create".
+        resp = self._call(mb, "POST", self._events_path(mb), "creating the event",
+                          json=for_create(event, target.generation))
         created = self._json(resp, "creating the event")
         if "id" not in created:
             raise TransientError("Graph answered a create without an event id")
         return Receipt(str(created["id"]), "created")
 
     def withdraw(self, target: Target, event: RenderedEvent) -> Receipt:
+        """Delete every copy that may exist: the recorded one, and every copy found by tag
+        when there is no record or an earlier attempt's outcome is unknown."""
         mb = self._mailbox(target.integration_id)
-        eid = target.external_id or self._find(mb, event)
-        if not eid:
+        ids = [target.external_id] if target.external_id else []
+        if not ids or target.in_doubt:
+            ids += [i for i in self._find(mb, event, top=50) if i not in ids]
+        if not ids:
             return Receipt(None, "nothing to delete")
-        try:
-            self._call(mb, "DELETE", f"{self._events_path(mb)}/{eid}", "deleting the event")
-        except PermanentError as exc:
-            if exc.status in (404, 410) and not isinstance(exc, AuthError):
-                return Receipt(eid, "already gone")
-            raise
-        return Receipt(eid, "deleted")
+        deleted = []
+        for eid in ids:
+            try:
+                self._call(mb, "DELETE", f"{self._events_path(mb)}/{eid}", "deleting the event")
+                deleted.append(eid)
+            except PermanentError as exc:
+                if exc.status not in (404, 410) or isinstance(exc, AuthError):
+                    raise
+        return Receipt(ids[0], f"deleted {len(deleted)} of {len(ids)}" if deleted else "already gone")
 
 
 def observed(item: dict[str, Any]) -> Observed:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session as Db
 
 from sync.desired import Usable
 from sync.errors import AuthError, PermanentError
-from sync.store.models import Integration
+from sync.store.models import Integration, SessionRow
 
 #: Statuses whose credentials still work: ``disconnecting`` routes the person to
 #: email but can still delete the events it placed.
@@ -43,7 +43,33 @@ def credentials_of(db: Db, integration_id: int | None, provider: str) -> tuple[b
     return row.credentials, row.account_email or row.user_id, row.calendar_id
 
 
-def mark_needs_reconnect(db: Db, integration_id: int, reason: str) -> None:
+def mark_dead(db: Db, integration_id: int, reason: str) -> None:
+    """The provider says only the person can revive this grant.
+
+    An active integration waits for a reconnect; one being disconnected (or
+    replaced by another provider) is finished — its copies cannot be removed
+    any more, and retrying the dead grant would only loop.
+    """
     row = db.get(Integration, integration_id)
-    if row is not None and row.status == "active":
+    if row is None:
+        return
+    if row.status == "active":
         row.status, row.status_reason = "needs_reconnect", reason
+    elif row.status == "disconnecting":
+        row.status, row.status_reason, row.credentials = "disconnected", f"token died while disconnecting: {reason}", b""
+
+
+def touch_sessions_of(db: Db, user_id: str) -> int:
+    """Record a routing change of this person as intent for each of their sessions.
+
+    Their channel changed (a token died, a calendar was connected, imported or
+    disconnected), so every session they are in or still hold a copy of must be
+    re-planned. Raising each session's revision in the caller's transaction
+    makes that intent durable: the sweeper sees the sessions lagging even if
+    every queued message is lost. Returns how many sessions were touched.
+    """
+    from sync.store.sessions import for_user_query
+
+    result = db.execute(update(SessionRow).where(SessionRow.id.in_(for_user_query(user_id)))
+                        .values(revision=SessionRow.revision + 1).execution_options(synchronize_session=False))
+    return int(result.rowcount or 0)

@@ -109,16 +109,27 @@ class Integration(Base):
 
 
 class Placement(Base):
-    """One session on one person's calendar through one channel.
+    """One session on one person's calendar through one channel at one address.
 
-    ``live`` says a copy exists out there (an event, or an invite not yet
-    cancelled). The lease columns make two workers on one placement impossible:
-    an action runs only after a compare-and-set claim of the lease.
+    The identity is person × channel × address: ``address`` is the email
+    address an emailed invite goes to ("" for calendar channels), so a changed
+    address is a new copy and the old one is withdrawn (a CANCEL to the old
+    address). ``live`` says a copy may exist out there (an event, or an invite
+    not yet cancelled). ``state`` follows :mod:`sync.states`.
+
+    The lease makes two attempts on one placement impossible: an action runs
+    only after a compare-and-set claim that stores a token unique to that one
+    reconcile run, and only the holder of the token records an outcome.
+    ``generation`` rises each time calsync withdraws the copy, so the next
+    copy gets fresh provider ids; ``in_doubt`` says an earlier attempt's outcome
+    is unknown (its answer was lost), so another copy may exist.
+    ``attempt_revision`` is the session revision of the latest attempt: a newer
+    revision re-arms a placement that failed.
     """
 
     __tablename__ = "placements"
     __table_args__ = (
-        UniqueConstraint("session_id", "user_id", "channel"),
+        UniqueConstraint("session_id", "user_id", "channel", "address"),
         Index("ix_placements_state", "state"),
     )
 
@@ -126,6 +137,7 @@ class Placement(Base):
     session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
     user_id: Mapped[str] = mapped_column(String(200), index=True)
     channel: Mapped[str] = mapped_column(String(16))
+    address: Mapped[str] = mapped_column(String(320), default="")
     recipient_email: Mapped[str] = mapped_column(String(320))
     recipient_name: Mapped[str | None] = mapped_column(String(320))
     recipient_timezone: Mapped[str | None] = mapped_column(String(64))
@@ -136,8 +148,11 @@ class Placement(Base):
     material_hash: Mapped[str | None] = mapped_column(String(64))
     revision: Mapped[int] = mapped_column(Integer, default=0)
     live: Mapped[bool] = mapped_column(Boolean, default=False)
-    #: pending | placed | withdrawn | retrying | failed
+    #: a :class:`sync.states.State`
     state: Mapped[str] = mapped_column(String(16), default="pending")
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    in_doubt: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempt_revision: Mapped[int] = mapped_column(Integer, default=0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -147,15 +162,23 @@ class Placement(Base):
 
 
 class OutboxRow(Base):
-    """An invite claimed before it is sent, so a redelivered message does not mail it again."""
+    """One send attempt of an invite, claimed before it goes out, so a redelivered
+    message does not mail the same attempt again.
+
+    The key is the attempt (placement, session revision, SEQUENCE, METHOD), not
+    the content: an edit reverted A → B → A is a third revision and is mailed.
+    ``dtstamp`` is kept so the next send to this placement stamps a later one.
+    """
 
     __tablename__ = "outbox"
-    __table_args__ = (UniqueConstraint("placement_id", "sequence", "method", "content_hash"),)
+    __table_args__ = (UniqueConstraint("placement_id", "revision", "sequence", "method"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     placement_id: Mapped[int] = mapped_column(ForeignKey("placements.id", ondelete="CASCADE"), index=True)
     uid: Mapped[str] = mapped_column(String(255))
+    revision: Mapped[int] = mapped_column(Integer, default=0)
     sequence: Mapped[int] = mapped_column(Integer)
+    dtstamp: Mapped[datetime | None] = mapped_column(UTCDateTime)
     method: Mapped[str] = mapped_column(String(16))
     content_hash: Mapped[str] = mapped_column(String(64))
     recipient: Mapped[str] = mapped_column(String(320))
