@@ -53,9 +53,13 @@ def _save(rt: Runtime, user_id: str, provider: str, account_email: str | None, c
           secret: dict[str, Any]) -> int:
     sealed = _box(rt).seal(secret)
     with rt.store.tx() as db:
-        if db.get(Person, user_id) is None:
-            db.add(Person(user_id=user_id, email=account_email or ""))
-            db.flush()
+        # Insert-or-nothing, not get-then-add: a booking may create the same person at this
+        # moment, and a known email (the platform's) must not be overwritten by the account's.
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[db.get_bind().dialect.name]
+        db.execute(insert(Person).values(user_id=user_id, email=account_email or "", updated_at=utcnow())
+                   .on_conflict_do_nothing(index_elements=[Person.user_id]))
         row = db.scalars(select(Integration).where(Integration.user_id == user_id,
                                                    Integration.provider == provider)).one_or_none()
         if row is None:

@@ -70,12 +70,26 @@ def row(db: Db, session_id: str) -> SessionRow | None:
 
 
 def _upsert_people(db: Db, participants: tuple[Participant, ...]) -> None:
-    for p in participants:
-        person = db.get(Person, p.user_id)
-        if person is None:
-            db.add(Person(user_id=p.user_id, email=p.email, name=p.name, timezone=p.timezone))
-        else:
-            person.email, person.name, person.timezone = p.email, p.name, p.timezone
+    """Create or refresh every participant's person row in one ``INSERT … ON CONFLICT DO UPDATE``.
+
+    Get-then-add lost a race: two bookings naming the same new person at once
+    both saw no row, and the second insert failed the whole intake with an
+    IntegrityError. Rows go in sorted by user_id, so two transactions lock the
+    same people in the same order and cannot deadlock. ``updated_at`` is set
+    by hand because an ON CONFLICT update skips the column's ``onupdate``.
+    """
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[db.get_bind().dialect.name]
+    now = utcnow()
+    rows = [{"user_id": p.user_id, "email": p.email, "name": p.name, "timezone": p.timezone, "updated_at": now}
+            for p in sorted(participants, key=lambda p: p.user_id)]
+    stmt = insert(Person).values(rows)
+    db.execute(stmt.on_conflict_do_update(
+        index_elements=[Person.user_id],
+        set_={"email": stmt.excluded.email, "name": stmt.excluded.name, "timezone": stmt.excluded.timezone,
+              "updated_at": stmt.excluded.updated_at},
+    ))
 
 
 def save(db: Db, session: Session) -> SaveResult:
@@ -150,10 +164,15 @@ def lagging(db: Db, limit: int = 10_000) -> list[str]:
     return list(db.scalars(stmt))
 
 
-def for_user(db: Db, user_id: str) -> list[str]:
-    """Sessions a person is in now, or still holds a copy of."""
+def for_user_query(user_id: str) -> Any:
+    """Ids of the sessions a person is in now, or still holds a copy of (a subquery)."""
     from sync.store.models import Placement
 
     current = select(ParticipantRow.session_id).where(ParticipantRow.user_id == user_id)
     held = select(Placement.session_id).where(Placement.user_id == user_id, Placement.live.is_(True))
-    return sorted(set(db.scalars(current)) | set(db.scalars(held)))
+    return current.union(held)
+
+
+def for_user(db: Db, user_id: str) -> list[str]:
+    """Sessions a person is in now, or still holds a copy of."""
+    return sorted(set(db.scalars(for_user_query(user_id))))
