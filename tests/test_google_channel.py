@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from factories import RecordingChannel, make_settings, session_data, reconcile_due
+from factories import RecordingChannel, make_settings, reconcile_due, session_data
 from sync import api, integrations
 from sync.crypto import CredentialBox, new_key
 from sync.emulators.google import GoogleEmulator
 from sync.providers.google import GoogleChannel
 from sync.quota import MemoryQuota
+from sync.reconcile import reconcile
 from sync.runtime import Runtime
 from sync.store.db import Store
 from sync.store.models import Integration
@@ -21,10 +22,10 @@ MENTOR = "mentor@example.com"
 
 
 def google_runtime(db_url: str, emu: GoogleEmulator, email: RecordingChannel, **overrides) -> Runtime:
-    settings = make_settings(
-        db_url, google_client_id="calsync-test", google_client_secret="s3cret", google_api_url=emu.url,
-        google_token_url=emu.token_url, google_auth_url=emu.auth_url, google_revoke_url=emu.revoke_url,
-        google_userinfo_url=emu.userinfo_url, secret_keys=new_key(), io_timeout_seconds=2.0, **overrides)
+    settings = make_settings(db_url, **{
+        "google_client_id": "calsync-test", "google_client_secret": "s3cret", "google_api_url": emu.url,
+        "google_token_url": emu.token_url, "google_auth_url": emu.auth_url, "google_revoke_url": emu.revoke_url,
+        "google_userinfo_url": emu.userinfo_url, "secret_keys": new_key(), "io_timeout_seconds": 2.0, **overrides})
     return Runtime(settings, Store(db_url), channels=lambda s, st: {
         "email": email,
         "google": GoogleChannel(s, st, CredentialBox([k.get_secret_value() for k in s.secret_keys]), MemoryQuota()),

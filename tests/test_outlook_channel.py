@@ -7,12 +7,13 @@ import threading
 import pytest
 import requests
 
-from factories import RecordingChannel, make_settings, session_data, reconcile_due
+from factories import RecordingChannel, make_settings, reconcile_due, session_data
 from sync import api, integrations
 from sync.crypto import CredentialBox, new_key
 from sync.emulators.graph import GraphEmulator
 from sync.providers.outlook import OutlookChannel
 from sync.quota import MemoryQuota
+from sync.reconcile import reconcile
 from sync.runtime import Runtime
 from sync.store.db import Store
 from sync.store.models import Integration
@@ -32,10 +33,10 @@ def email() -> RecordingChannel:
 
 
 def outlook_runtime(db_url: str, emu: GraphEmulator, email: RecordingChannel, quota=None, **overrides) -> Runtime:
-    settings = make_settings(
-        db_url, ms_client_id="calsync-test", ms_client_secret="s3cret", ms_tenant="common",
-        ms_authority_url=emu.authority_url, graph_url=emu.graph_url, ms_ca_bundle=emu.ca_file,
-        secret_keys=new_key(), io_timeout_seconds=2.0, **overrides)
+    settings = make_settings(db_url, **{
+        "ms_client_id": "calsync-test", "ms_client_secret": "s3cret", "ms_tenant": "common",
+        "ms_authority_url": emu.authority_url, "graph_url": emu.graph_url, "ms_ca_bundle": emu.ca_file,
+        "secret_keys": new_key(), "io_timeout_seconds": 2.0, **overrides})
     shared = quota or MemoryQuota()
     return Runtime(settings, Store(db_url), channels=lambda s, st: {
         "email": email,
@@ -248,6 +249,7 @@ def test_invalid_client_secret_holds_placements_and_resumes_once_fixed(sqlite_ur
     book(rt)
     # When the secret expires in Azure (AADSTS7000215 invalid_client) and the session is reconciled
     emu.clients["calsync-test"]["secret"] = "rotated"
+    emu.expire_access_tokens(MENTEE)
     reconcile_due(rt, "sess-42")
     # Then nobody is marked for a reconnect and the copy is held naming the setting
     assert integrations.list_integrations(rt)[0]["status"] == "active"

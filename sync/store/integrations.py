@@ -56,7 +56,8 @@ def mark_dead(db: Db, integration_id: int, reason: str) -> None:
     if row.status == "active":
         row.status, row.status_reason = "needs_reconnect", reason
     elif row.status == "disconnecting":
-        row.status, row.status_reason, row.credentials = "disconnected", f"token died while disconnecting: {reason}", b""
+        row.status, row.credentials = "disconnected", b""
+        row.status_reason = f"token died while disconnecting: {reason}"
 
 
 def touch_sessions_of(db: Db, user_id: str) -> int:
