@@ -15,14 +15,15 @@ from urllib.parse import parse_qs, urlparse
 
 from cryptography.fernet import InvalidToken
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from sync.crypto import CredentialBox
-from sync.errors import AuthError, FieldError, InvalidInput, NotFound
+from sync.errors import AuthError, CalsyncError, FieldError, InvalidInput, NotFound
 from sync.oauth_state import StateSigner
 from sync.runtime import Runtime
 from sync.store import sessions
 from sync.store.db import utcnow
+from sync.store.integrations import touch_sessions_of
 from sync.store.models import Integration, OAuthFlow, Person
 
 #: Providers with a channel in this release.
@@ -75,6 +76,9 @@ def _save(rt: Runtime, user_id: str, provider: str, account_email: str | None, c
         row.credentials = sealed
         row.status, row.status_reason, row.updated_at = "active", None, utcnow()
         db.flush()
+        # The person's route changed: every session of theirs owes a re-plan, stored
+        # with the change itself so a lost message cannot lose it.
+        touch_sessions_of(db, user_id)
         return row.id
 
 
@@ -199,10 +203,15 @@ def complete_connect(rt: Runtime, pasted: str, enqueue: Callable[[str], None], *
 
 
 def disconnect(rt: Runtime, user_id: str, reconcile_now: Callable[[str], object]) -> dict[str, Any]:
-    """Withdraw the person's calendar events, revoke the token, and route them to email.
+    """Withdraw the person's calendar events, then revoke the token, and route them to email.
 
-    The events are withdrawn with the still-valid credentials first
-    (status ``disconnecting``), so nothing is left behind on their calendar.
+    The integration goes ``disconnecting`` (a route to email that may still use
+    its credentials) together with the re-plan of every session of theirs, in
+    one transaction; each session is then reconciled now. The credentials are
+    kept until every copy is withdrawn: a copy whose delete failed (a 5xx, a
+    timeout) is retried with backoff like any other, and :func:`finish_disconnects`
+    — here, and on every sweep — revokes and wipes once nothing is left. A grant
+    that is already dead cannot delete anything, so it settles at once.
     """
     with rt.store.tx() as db:
         rows = list(db.scalars(select(Integration).where(Integration.user_id == user_id,
@@ -212,23 +221,53 @@ def disconnect(rt: Runtime, user_id: str, reconcile_now: Callable[[str], object]
         for row in rows:
             if row.status == "active":
                 row.status, row.status_reason = "disconnecting", "disconnect requested"
+            elif row.status == "needs_reconnect":
+                row.status, row.status_reason, row.credentials = "disconnected", "disconnected by support", b""
+        touch_sessions_of(db, user_id)
         ids = sessions.for_user(db, user_id)
     for session_id in ids:
         reconcile_now(session_id)
-    from sync.providers import google_oauth
+    [done] = finish_disconnects(rt, user_id) or [None]
+    remaining = done["remaining"] if done else 0
+    return {"user_id": user_id, "sessions": ids, "revoked": bool(done and done["revoked"]),
+            "status": "disconnecting" if remaining else "disconnected", "remaining": remaining}
 
-    revoked = False
+
+def finish_disconnects(rt: Runtime, user_id: str | None = None) -> list[dict[str, Any]]:
+    """Revoke and wipe every ``disconnecting`` integration whose copies are all withdrawn.
+
+    Returns one entry per disconnecting integration looked at: finished (with
+    whether the token was revoked) or the number of copies still to withdraw.
+    """
+    from sync.providers import google_oauth
+    from sync.store.models import Placement
+
     with rt.store.tx() as db:
-        for row in db.scalars(select(Integration).where(Integration.user_id == user_id,
-                                                        Integration.status != "disconnected")):
-            try:
-                token = _box(rt).open(row.credentials).get("refresh_token")
-            except Exception:  # undecryptable: nothing to revoke
-                token = None
-            if token and row.provider == "google":
-                revoked = google_oauth.revoke(rt.settings, token) or revoked
-            row.status, row.status_reason, row.credentials = "disconnected", "disconnected by support", b""
-    return {"user_id": user_id, "sessions": ids, "revoked": revoked}
+        stmt = select(Integration).where(Integration.status == "disconnecting")
+        if user_id is not None:
+            stmt = stmt.where(Integration.user_id == user_id)
+        pending = [(row.id, row.user_id, row.provider, row.credentials) for row in db.scalars(stmt)]
+        live = {(uid, channel): n for uid, channel, n in db.execute(
+            select(Placement.user_id, Placement.channel, func.count())
+            .where(Placement.live.is_(True), Placement.user_id.in_([p[1] for p in pending]))
+            .group_by(Placement.user_id, Placement.channel))}
+    results = []
+    for iid, uid, provider, sealed in pending:
+        remaining = live.get((uid, provider), 0)
+        if remaining:
+            results.append({"user_id": uid, "provider": provider, "remaining": remaining, "revoked": False})
+            continue
+        try:
+            token = _box(rt).open(sealed).get("refresh_token")
+        except CalsyncError:  # unreadable: nothing we can revoke
+            token = None
+        revoked = bool(token and provider == "google" and google_oauth.revoke(rt.settings, token))
+        with rt.store.tx() as db:
+            row = db.get(Integration, iid)
+            if row is not None and row.status == "disconnecting":
+                row.status, row.status_reason, row.credentials = "disconnected", "disconnected by support", b""
+        results.append({"user_id": uid, "provider": provider, "remaining": 0, "revoked": revoked})
+    return results
 
 
 def list_integrations(rt: Runtime, status: str | None = None) -> list[dict[str, Any]]:

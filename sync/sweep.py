@@ -9,13 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from sync.integrations import finish_disconnects
 from sync.runtime import Runtime
 from sync.store import sessions
 
 
 def sweep(rt: Runtime, enqueue: Callable[[str], None]) -> list[str]:
+    """Enqueue every session the store says is owed work, and finish disconnects whose
+    copies are all withdrawn. Returns the enqueued session ids."""
     with rt.store.tx() as db:
         ids = sessions.lagging(db)
     for session_id in ids:
         enqueue(session_id)
+    finish_disconnects(rt)
     return ids

@@ -106,5 +106,9 @@ def disconnect(user_id: str, as_json: bool) -> None:
     if as_json:
         emit_json(result)
     else:
-        click.echo(f"{user_id}\tdisconnected\t{len(result['sessions'])} sessions moved to email"
-                   f"{'' if result['revoked'] else ' (token could not be revoked; it may already be dead)'}")
+        if result["remaining"]:
+            click.echo(f"{user_id}\tdisconnecting\t{result['remaining']} calendar copies still to remove; "
+                       "retried automatically, the token is revoked once none is left (`calsync status`)")
+        else:
+            click.echo(f"{user_id}\tdisconnected\t{len(result['sessions'])} sessions moved to email"
+                       f"{'' if result['revoked'] else ' (token could not be revoked; it may already be dead)'}")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.orm import Session as Db
 
 from sync.session import Participant, Session, StoredParticipant, StoredSession
+from sync.states import State
 from sync.store.db import utcnow
 from sync.store.models import ParticipantRow, Person, SessionRow
 
@@ -148,18 +150,39 @@ def mark_synced(db: Db, session_id: str, revision: int) -> None:
     )
 
 
-def lagging(db: Db, limit: int = 10_000) -> list[str]:
-    """Sessions whose placements have not settled at their current revision.
+#: A placement left ``pending`` or ``sending`` with no live lease for this long was
+#: abandoned by a killed worker (a live run holds a lease, or is about to take one).
+ABANDONED_AFTER = timedelta(minutes=1)
 
-    A session with a retry still scheduled is left to that retry (sweeping it
-    would only retry sooner than the backoff asked); once the retry is due and
-    still unsettled — its message lost — it counts as lagging again.
+
+def lagging(db: Db, limit: int = 10_000, now: datetime | None = None) -> list[str]:
+    """Sessions the sweeper must enqueue, because the store says something is owed.
+
+    - changed (a new revision: an edit, or a participant's routing changed) and not
+      settled since — unless a retry for that very revision is still scheduled,
+      whose own message will come (sweeping would only retry sooner than asked);
+    - any placement whose scheduled retry is due: its message was lost, or it is a
+      failed copy's long backoff, which no message carries;
+    - any placement a killed worker left ``pending`` or ``sending`` with no live lease.
+
+    Every one of these is a row, written in the transaction of its cause, so a
+    lost or flushed queue delays the work until the next sweep, never drops it.
     """
     from sync.store.models import Placement
 
-    waiting = select(Placement.session_id).where(Placement.next_attempt_at > utcnow())
-    stmt = (select(SessionRow.id)
-            .where(SessionRow.synced_revision < SessionRow.revision, SessionRow.id.not_in(waiting))
+    now = now or utcnow()
+    waiting = (select(Placement.session_id).join(SessionRow, SessionRow.id == Placement.session_id)
+               .where(Placement.next_attempt_at > now, Placement.attempt_revision >= SessionRow.revision,
+                      Placement.state.in_((State.RETRYING, State.HELD))))
+    behind = (select(SessionRow.id)
+              .where(SessionRow.synced_revision < SessionRow.revision, SessionRow.id.not_in(waiting)))
+    due = select(Placement.session_id).where(Placement.next_attempt_at <= now)
+    abandoned = select(Placement.session_id).where(
+        Placement.state.in_((State.PENDING, State.SENDING)),
+        or_(Placement.lease_until < now,
+            and_(Placement.lease_until.is_(None), Placement.updated_at < now - ABANDONED_AFTER)))
+    owed = behind.union(due, abandoned).subquery()
+    stmt = (select(SessionRow.id).where(SessionRow.id.in_(select(owed.c[0])))
             .order_by(SessionRow.updated_at).limit(limit))
     return list(db.scalars(stmt))
 
