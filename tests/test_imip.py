@@ -6,17 +6,21 @@ matters is what a mail client receives, not the in-memory object.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import email
 import email.policy
+import re
 from datetime import UTC, datetime
 from email.message import EmailMessage
 
 import pytest
 import vobject
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from icalendar import Calendar
 
-from sync.imip import build_invite, format_when
+from sync.imip import POLICY, build_invite, format_when
 from sync.render import Recipient, RenderedEvent
 
 ORGANIZER = "sessions@calsync.example"
@@ -287,3 +291,105 @@ def test_non_ascii_bodies_are_not_sent_as_raw_8bit():
     assert max(raw) < 0x80
     assert "Zoë ☕" in part(msg, "text/plain").get_content()
     assert "Café" in str(calendar_of(msg).events[0]["DESCRIPTION"])
+
+
+# Words as people type them into titles and names: ASCII, accented Latin, Greek,
+# CJK and emoji (outside the BMP, some of them several code points long), with
+# ASCII punctuation a display name needs quoting for. No control characters and
+# no "=?": intake rejects both.
+_WORD_PIECES = st.one_of(
+    st.characters(min_codepoint=0x21, max_codepoint=0x7E),                            # printable ASCII
+    st.sampled_from("éèêëàâäçñöøüÿßÉÈÖØÜÅåæœÆŒłŁčšžČŠŽőű’—"),                          # Latin, typography
+    st.characters(min_codepoint=0x0391, max_codepoint=0x03C9, categories=["L"]),    # Greek
+    st.characters(min_codepoint=0x4E00, max_codepoint=0x9FFF),                        # CJK ideographs
+    st.characters(min_codepoint=0x1F300, max_codepoint=0x1FAFF, categories=["So"]),  # emoji
+    st.sampled_from(["e\u0301", "👩\u200d💻", "👍🏽", "🇫🇷", "❤\ufe0f"]),              # multi-code-point
+)
+_WORD = st.lists(_WORD_PIECES, min_size=1, max_size=24).map("".join)
+
+
+def mixed_script_text(max_size: int) -> st.SearchStrategy[str]:
+    """Words joined by single spaces, at most ``max_size`` characters, as intake would accept them."""
+    return st.lists(_WORD, min_size=1, max_size=40).map(lambda words: " ".join(words)[:max_size].strip()).filter(
+        lambda text: text != "" and "=?" not in text)
+
+
+_ENCODED_WORD = re.compile(rb"=\?utf-8\?b\?([A-Za-z0-9+/=]*)\?=")
+_ADJACENT_ENCODED_WORDS = re.compile(r"\?=\s+=\?")
+
+
+def display_names(msg: EmailMessage, header: str) -> tuple[str, str]:
+    """The one mailbox's display name as CPython's structured parser reads it, and as
+    an RFC 2047 §6.2 decoder shows it.
+
+    They differ only where two encoded words are adjacent: CPython 3.11's address
+    parser keeps the blank between them as a space (python/cpython gh-128110), where
+    §6.2 (and mail clients) drop it. Its unstructured parser does follow §6.2, and the
+    phrase ``imip`` writes is plain atoms and encoded words only, so decoding the raw
+    phrase as unstructured text gives what a conforming client shows.
+    """
+    (mailbox,) = msg[header].addresses
+    raw = re.sub(r"\r\n(?=[ \t])", "", dict(msg.raw_items())[header])
+    phrase = raw.rpartition(" <")[0].strip() if raw.endswith(">") else ""
+    if "=?" not in phrase:
+        return mailbox.display_name, mailbox.display_name
+    return mailbox.display_name, str(email.policy.default.header_factory("X-Phrase", phrase))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(title=mixed_script_text(200), name=mixed_script_text(120), program=mixed_script_text(60))
+@example(title="Ελληνικά Q&A Session with éclairs", name="Zoë Ünal-Øster 日本", program="Spring Cohort")
+@example(title="0🌀 🌀 0一🌀 🌀 0一🌀 é", name="00 00000000é 0000éé🌀🌀🌀🌀🌀🌀", program="0 000🌀🌀🌀🌀")
+def test_subject_and_display_names_decode_exactly_whatever_the_script(title: str, name: str, program: str):
+    # Given a session whose title, program and recipient name mix scripts
+    event = make_event(title=title, program=program,
+                       recipient=dataclasses.replace(make_event().recipient, name=name))
+    # When the invite is serialised and a mail client parses it back
+    raw, msg = received(event)
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    context = head.decode()
+    # Then the header is 7-bit; lines with encoded words fit in 76 characters, others in 78
+    assert max(head) < 0x80
+    for line in head.split(b"\r\n"):
+        assert len(line) <= (76 if b"=?" in line else 78), context
+    # And every encoded word is at most 75 characters and holds whole UTF-8 characters (RFC 2047 §2, §5)
+    for match in _ENCODED_WORD.finditer(head):
+        assert len(match.group(0)) <= 75, context
+        base64.b64decode(match.group(1), validate=True).decode("utf-8")  # strict: no split sequence
+    # And the Subject decodes to exactly the subject that was built, spaces included
+    assert str(msg["Subject"]) == f"Invitation: {title} — Tuesday 1 December 2026", context
+    # And the To and From display names decode exactly too, and each names the right address
+    assert msg["To"].addresses[0].addr_spec == "mentee@example.com"
+    assert msg["From"].addresses[0].addr_spec == ORGANIZER
+    for header, expected in (("To", name), ("From", f"{program} sessions")):
+        structured, shown = display_names(msg, header)
+        assert shown == expected, context
+        if _ADJACENT_ENCODED_WORDS.search(dict(msg.raw_items())[header]):
+            # gh-128110: CPython's own parser adds a space between adjacent encoded words, nothing else
+            assert structured.replace(" ", "") == expected.replace(" ", ""), context
+        else:
+            assert structured == expected, context
+
+
+def test_title_space_before_an_accented_word_survives_header_folding():
+    # Given a title whose words CPython's folder used to glue together (gh-92081):
+    # it came out as "…Session withéclairs"
+    event = make_event(title="Ελληνικά Q&A Session with éclairs",
+                       recipient=dataclasses.replace(make_event().recipient, name="Zoë Ünal-Øster 日本"))
+    # When the invite is serialised and a mail client parses it back
+    raw, msg = received(event)
+    # Then the subject reads exactly as built, "with éclairs" with its space
+    assert msg["Subject"] == "Invitation: Ελληνικά Q&A Session with éclairs — Tuesday 1 December 2026"
+    # And the recipient's name reads exactly as given
+    assert msg["To"].addresses[0].display_name == "Zoë Ünal-Øster 日本"
+    assert msg["To"].addresses[0].addr_spec == "mentee@example.com"
+    # And the header went out as 7-bit encoded words, not raw UTF-8
+    assert max(raw.split(b"\r\n\r\n", 1)[0]) < 0x80 and b"=?utf-8?b?" in raw
+
+
+def test_the_invite_policy_keeps_the_smtp_settings():
+    # Given the policy invites are built with
+    # Then it is still SMTP's: CRLF line ends, 7-bit bodies, 78-character lines
+    assert (POLICY.linesep, POLICY.cte_type, POLICY.max_line_length, POLICY.utf8) == ("\r\n", "7bit", 78, False)
+    # And it still folds headers it has no reason to touch, ASCII ones included, the standard way
+    assert POLICY.fold("Subject", "Session 2: Setting goals") == "Subject: Session 2: Setting goals\r\n"
