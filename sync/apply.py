@@ -48,12 +48,15 @@ class Outcome:
 
 
 @dataclass(frozen=True)
-class _Before:
+class Before:
     """What the row said before this attempt, restored when the far side applied nothing."""
 
     live: bool
     in_doubt: bool
     state: str
+    #: A SEQUENCE that never reached anyone is not used up: the first invite a person
+    #: ever receives carries 0, however many refusals and throttles came before it.
+    sequence: int
 
 
 def apply(rt: Runtime, session_id: str, revision: int, action: Action, integration_id: int | None,
@@ -77,7 +80,7 @@ def _apply(rt: Runtime, session_id: str, revision: int, action: Action, integrat
         return Outcome(ok=True)
     with rt.store.tx() as db:
         row = placements.held(db, action.placement_id, token)
-        before = _Before(row.live, row.in_doubt, row.state)
+        before = Before(row.live, row.in_doubt, row.state, row.sequence)
         placements.mark_sending(row, action, revision)
         target = Target(placement_id=row.id, user_id=row.user_id, external_id=row.external_id,
                         sequence=action.sequence, integration_id=integration_id,
@@ -140,7 +143,7 @@ class _Context:
     session_id: str
     action: Action
     token: str
-    before: _Before
+    before: Before
     #: Failed copies keep being retried (slowly) only while the session is ahead.
     upcoming: bool
 
@@ -158,10 +161,8 @@ class _Context:
                                                       max_ms=s.retry_max_backoff_ms, retry_after_s=retry_after)
             else:
                 delay = limits.failed_retry_ms(attempt - s.max_attempts) if self.upcoming else None
-            restore = self.before if applied_nothing else None
-            placements.record_failure(row, error, State.FAILED if final else State.RETRYING,
-                                      retry_at=_at(delay), was_live=restore.live if restore else None,
-                                      was_in_doubt=restore.in_doubt if restore else None)
+            placements.record_failure(row, error, State.FAILED if final else State.RETRYING, retry_at=_at(delay),
+                                      before=self.before if applied_nothing else None)
             placements.log(db, self.session_id, self.action, "failed" if final else "retrying", error=error,
                            attempt=row.attempts, retry_in_ms=delay)
         # A failed copy's long backoff is the sweeper's to keep, not a message's.
@@ -175,8 +176,7 @@ class _Context:
         with self.rt.store.tx() as db:
             row = placements.held(db, self.action.placement_id, self.token)  # type: ignore[arg-type]
             delay = limits.backoff_ms(row.attempts + 1, min_ms=s.retry_min_backoff_ms, max_ms=s.retry_max_backoff_ms)
-            placements.record_failure(row, error, State.HELD, retry_at=_at(delay), was_live=self.before.live,
-                                      was_in_doubt=self.before.in_doubt)
+            placements.record_failure(row, error, State.HELD, retry_at=_at(delay), before=self.before)
             placements.log(db, self.session_id, self.action, "held", error=error, retry_in_ms=delay)
         return Outcome(ok=False, retry_in_ms=delay, error=error, label="held")
 
@@ -210,8 +210,8 @@ class _Context:
         delay = int(retry_after * 1000)
         with self.rt.store.tx() as db:
             row = placements.held(db, self.action.placement_id, self.token)  # type: ignore[arg-type]
-            placements.record_failure(row, error, State.RETRYING, retry_at=_at(delay), was_live=self.before.live,
-                                      was_in_doubt=self.before.in_doubt, spend=False)
+            placements.record_failure(row, error, State.RETRYING, retry_at=_at(delay), before=self.before,
+                                      spend=False)
             placements.log(db, self.session_id, self.action, "throttled", error=error, retry_in_ms=delay)
         return Outcome(ok=False, retry_in_ms=delay, error=error, label="throttled")
 

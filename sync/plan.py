@@ -133,6 +133,9 @@ def _place(want: Desired, rec: Recorded | None, floor: int, retry_failed: bool, 
         return _waiting(rec, act, settled=False)
     if rec is None or rec.state == State.PENDING:
         return act(Kind.CREATE, floor, "new placement")
+    if not rec.live and rec.revision == 0 and rec.state not in (State.WITHDRAWN, State.DRIFT):
+        # Never placed, and the attempts so far are known to have delivered nothing.
+        return act(Kind.CREATE, rec.sequence, f"trying again ({rec.state}: {rec.last_error})")
     if not rec.live:
         why = "placed again after a withdrawal" if rec.state in (State.WITHDRAWN, State.DRIFT) else \
             f"trying again ({rec.state}: {rec.last_error})"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session as Db
 from sync import states
 from sync.plan import Action, Kind, Recorded
 from sync.render import Recipient, RenderedEvent
-from sync.store.db import utcnow
 from sync.states import State
+from sync.store.db import utcnow
 from sync.store.models import Placement, SyncLog
 
 #: The columns the planner reads, in the order :func:`recorded_from` takes them.
@@ -66,6 +66,14 @@ def ensure(db: Db, session_id: str, action: Action) -> Placement:
     except IntegrityError:
         return db.scalars(query).one()
     return row
+
+
+class Restorable(Protocol):
+    """The parts of a row an attempt that applied nothing gives back."""
+
+    live: bool
+    in_doubt: bool
+    sequence: int
 
 
 def claim(db: Db, placement_id: int, token: str, lease: timedelta) -> bool:
@@ -155,18 +163,18 @@ def record_success(row: Placement, action: Action, revision: int, external_id: s
 
 
 def record_failure(row: Placement, error: str, to: State, *, retry_at: datetime | None,
-                   was_live: bool | None = None, was_in_doubt: bool | None = None, spend: bool = True) -> None:
-    """A failed attempt. ``was_live``/``was_in_doubt`` restore what the row said
-    before the attempt when the far side is known to have applied nothing."""
+                   before: Restorable | None = None, spend: bool = True) -> None:
+    """A failed attempt. ``before`` is what the row said before the attempt, restored
+    when the far side is known to have applied nothing (a refusal, a throttle, our
+    own configuration): the copy is exactly as live, as certain and as far along
+    in SEQUENCE as it was."""
     if spend:
         row.attempts += 1
     row.last_error = error
     _move(row, to)
     row.next_attempt_at = retry_at
-    if was_live is not None:
-        row.live = was_live
-    if was_in_doubt is not None:
-        row.in_doubt = was_in_doubt
+    if before is not None:
+        row.live, row.in_doubt, row.sequence = before.live, before.in_doubt, before.sequence
 
 
 def strand(row: Placement, error: str, *, was_live: bool, was_in_doubt: bool) -> None:
