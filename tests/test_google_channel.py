@@ -17,6 +17,7 @@ from sync.reconcile import reconcile
 from sync.runtime import Runtime
 from sync.store.db import Store
 from sync.store.models import Integration
+from sync.sweep import sweep
 
 MENTOR = "mentor@example.com"
 
@@ -437,3 +438,82 @@ def test_401_that_survives_the_refresh_is_token_death(rt, emu, email):
     reconcile_due(rt, "sess-42")
     # Then the mentor needs a reconnect and got the invite by email
     assert_mentor_fell_back_to_email(rt, email, "401")
+
+
+# -- the guarantees on Google ------------------------------------------------------------------
+
+
+def test_a_lost_reinsert_answer_then_a_cancel_leaves_no_event(rt, emu, email):
+    # Given the mentor deleted the event themselves (Google then forgot it entirely)
+    connect_mentor(rt, emu)
+    book(rt)
+    reconcile_due(rt, "sess-42")
+    [first] = emu.events(MENTOR)
+    emu.cancel_event(MENTOR, first["id"])
+    emu.purge_event(MENTOR, first["id"])
+    # When the session is rescheduled and the re-insert under a fresh id succeeds but its answer is lost
+    book(rt, version=2, start="2026-12-01T17:00:00-05:00", end="2026-12-01T18:00:00-05:00")
+    emu.lose_next_response(1, method="POST", path_contains="/events")
+    reconcile(rt, "sess-42")
+    assert len(emu.events(MENTOR)) == 1
+    # And the session is cancelled before any retry
+    book(rt, version=3, status="cancelled", start="2026-12-01T17:00:00-05:00", end="2026-12-01T18:00:00-05:00")
+    reconcile(rt, "sess-42")
+    # Then no event is left on the mentor's calendar
+    assert emu.events(MENTOR) == []
+
+
+def test_disconnect_keeps_the_token_until_a_failed_delete_succeeds(rt, emu, email):
+    # Given the mentor's event is on Google, and Google's next delete fails with a 503
+    connect_mentor(rt, emu)
+    book(rt)
+    reconcile_due(rt, "sess-42")
+    emu.fail_next(1, 503, method="DELETE")
+    # When support disconnects them
+    result = integrations.disconnect(rt, "u-1", reconcile_now=lambda sid: reconcile(rt, sid))
+    # Then the integration is still disconnecting, with credentials, and the event is still there
+    assert (result["status"], result["remaining"]) == ("disconnecting", 1)
+    [row] = integrations.list_integrations(rt)
+    assert row["status"] == "disconnecting"
+    assert len(emu.events(MENTOR)) == 1
+    # When the retry comes due and the sweeper runs
+    reconcile_due(rt, "sess-42")
+    sweep(rt, lambda sid: None)
+    # Then the event is gone, the token revoked and wiped, and the mentor has one emailed invite instead
+    assert emu.events(MENTOR) == []
+    [row] = integrations.list_integrations(rt)
+    assert row["status"] == "disconnected"
+    assert [op for op in email.ops() if op[1] == "u-1"] == [("place", "u-1", 0)]
+
+
+def test_rerouting_after_a_token_death_survives_lost_messages(rt, emu, email):
+    # Given the mentor is in two sessions on Google
+    token = connect_mentor(rt, emu)
+    book(rt)
+    book(rt, id="sess-43")
+    reconcile_due(rt, "sess-42")
+    reconcile_due(rt, "sess-43")
+    # When their token dies while one session changes, and every queued message is then lost
+    emu.revoke(token)
+    book(rt, version=2, title="Renamed")
+    reconcile(rt, "sess-42")
+    queued: list[str] = []
+    sweep(rt, queued.append)
+    # Then the sweeper still knows the other session must move to email
+    assert queued == ["sess-43"]
+    reconcile(rt, "sess-43")
+    assert sorted(s for op, uid, s in email.ops() if uid == "u-1") == [0, 0]
+    # When they reconnect, and that message is lost too
+    fresh = emu.issue_refresh_token(MENTOR)
+    [ok] = integrations.import_integrations(rt, [{"user_id": "u-1", "provider": "google",
+                                                  "account_email": MENTOR, "refresh_token": fresh}],
+                                            enqueue=lambda sid: None)
+    assert ok.ok
+    queued.clear()
+    sweep(rt, queued.append)
+    # Then both sessions are swept, the emailed invites are withdrawn and both events are current
+    assert sorted(queued) == ["sess-42", "sess-43"]
+    for sid in queued:
+        reconcile(rt, sid)
+    assert [op for op, uid, s in email.ops() if uid == "u-1"].count("withdraw") == 2
+    assert sorted(e["summary"] for e in emu.events(MENTOR)) == ["Renamed", "Session 2: Setting goals"]

@@ -358,3 +358,97 @@ def test_one_401_is_cured_by_a_refresh(rt, emu, email):
     reconcile_due(rt, "sess-42")
     # Then calsync refreshed and placed the event, still on Outlook
     assert len(emu.events(MENTEE)) == 1 and email.ops() == [("place", "u-1", 0)]
+
+
+# -- the guarantees on Outlook -----------------------------------------------------------------
+
+
+MENTOR_ONLY = [{"user_id": "u-1", "email": "mentor@example.com", "name": "Ada Lovelace", "role": "mentor"}]
+
+
+def test_a_participant_removed_and_added_again_gets_a_new_event(rt, emu, email):
+    # Given the mentee's session is on their Outlook calendar
+    connect_mentee(rt, emu)
+    book(rt)
+    reconcile_due(rt, "sess-42")
+    # When they are removed from the session, then added back
+    book(rt, version=2, participants=MENTOR_ONLY)
+    reconcile_due(rt, "sess-42")
+    assert emu.events(MENTEE) == []
+    book(rt, version=3)
+    reconcile_due(rt, "sess-42")
+    # Then their calendar holds the session again, once, and the placement is settled
+    assert len(emu.events(MENTEE)) == 1
+    assert placement(rt).state == "placed"
+
+
+def test_a_session_cancelled_then_scheduled_again_is_back_on_the_calendar(rt, emu, email):
+    # Given a session on the mentee's Outlook calendar is cancelled
+    connect_mentee(rt, emu)
+    book(rt)
+    reconcile_due(rt, "sess-42")
+    book(rt, version=2, status="cancelled")
+    reconcile_due(rt, "sess-42")
+    assert emu.events(MENTEE) == []
+    # When the platform schedules it again
+    book(rt, version=3, title="Back on")
+    reconcile_due(rt, "sess-42")
+    # Then the event is back, once, with the current title
+    assert [e["subject"] for e in emu.events(MENTEE)] == ["Back on"]
+
+
+def test_a_dead_google_token_then_connecting_outlook_settles_without_a_storm(sqlite_url, emu, email):
+    # Given the mentee's two sessions are on Google, whose grant then dies unnoticed
+    from dramatiq import Worker
+
+    from sync.broker import QUEUE
+    from sync.emulators.google import GoogleEmulator
+    from sync.providers.google import GoogleChannel
+    from sync.runtime import set_runtime
+    from sync.tasks import broker, sync_session
+
+    with GoogleEmulator() as gemu:
+        settings = make_settings(sqlite_url, **{
+            "ms_client_id": "calsync-test", "ms_client_secret": "s3cret", "ms_authority_url": emu.authority_url,
+            "graph_url": emu.graph_url, "ms_ca_bundle": emu.ca_file, "google_client_id": "calsync-test",
+            "google_client_secret": "s3cret", "google_api_url": gemu.url, "google_token_url": gemu.token_url,
+            "google_revoke_url": gemu.revoke_url, "secret_keys": new_key(), "io_timeout_seconds": 2.0})
+
+        def channels(s, st):
+            box = CredentialBox([k.get_secret_value() for k in s.secret_keys])
+            return {"email": email, "google": GoogleChannel(s, st, box, MemoryQuota()),
+                    "outlook": OutlookChannel(s, st, box, MemoryQuota())}
+
+        rt = Runtime(settings, Store(sqlite_url), channels=channels)
+        token = gemu.add_user(MENTEE)
+        [ok] = integrations.import_integrations(rt, [{"user_id": "u-2", "provider": "google",
+                                                      "account_email": MENTEE, "refresh_token": token}],
+                                                enqueue=lambda sid: None)
+        assert ok.ok
+        book(rt)
+        book(rt, id="sess-43")
+        reconcile_due(rt, "sess-42")
+        reconcile_due(rt, "sess-43")
+        assert len(gemu.events(MENTEE)) == 2
+        gemu.revoke(token)
+        gemu.expire_access_tokens(MENTEE)
+        # When they connect Outlook, and the real worker takes the re-plans
+        connect_mentee(rt, emu)
+        set_runtime(rt)
+        worker = Worker(broker, worker_timeout=20, worker_threads=2)
+        worker.start()
+        try:
+            for sid in ("sess-42", "sess-43"):
+                sync_session.send(sid)
+            broker.join(QUEUE, fail_fast=True, timeout=20_000)
+        finally:
+            worker.stop()
+            broker.flush_all()
+            set_runtime(None)
+        # Then both sessions are on Outlook, nothing was emailed, and the dead grant was tried
+        # a bounded number of times (no growing storm of deletes and refreshes)
+        assert len(emu.events(MENTEE)) == 2
+        assert not [op for op in email.ops() if op[1] == "u-2"]
+        assert gemu.count(path_contains="/token") <= 4
+        google = next(i for i in integrations.list_integrations(rt) if i["provider"] == "google")
+        assert google["status"] == "disconnected"
