@@ -198,16 +198,18 @@ def check_secret_keys(settings: Settings) -> Check:
     from sqlalchemy.exc import SQLAlchemyError
 
     from sync.crypto import CredentialBox
-    from sync.errors import AuthError
+    from sync.errors import Misconfigured
     from sync.store.db import Store
     from sync.store.models import Integration
 
     keys = [k.get_secret_value() for k in settings.secret_keys]
+    # Only credentials that should open: a disconnected integration's were wiped on purpose.
+    readable = Integration.credentials != b""
     try:
         with Store(database_url(settings)).tx() as db:
-            stored = db.scalar(select(func.count()).select_from(Integration)) or 0
-            blobs = list(db.scalars(select(Integration.credentials).order_by(Integration.updated_at.desc())
-                                    .limit(CREDENTIAL_SAMPLE)))
+            stored = db.scalar(select(func.count()).select_from(Integration).where(readable)) or 0
+            blobs = list(db.scalars(select(Integration.credentials).where(readable)
+                                    .order_by(Integration.updated_at.desc()).limit(CREDENTIAL_SAMPLE)))
     except SQLAlchemyError as exc:
         return Check("secret keys", False, f"cannot read the stored credentials: {first_line(exc)}")
     if not keys and not stored and not (settings.google_client_id or settings.ms_client_id):
@@ -220,13 +222,34 @@ def check_secret_keys(settings: Settings) -> Check:
         try:
             box.open(blob)
             opened += 1
-        except AuthError:
+        except Misconfigured:
             pass
     sampled = f"{opened} of {len(blobs)}" + ("" if len(blobs) == stored else f" sampled ({stored} stored)")
     if opened < len(blobs):
         return Check("secret keys", False, f"{sampled} stored credentials open with CALSYNC_SECRET_KEYS: "
                                            "was a key dropped before `calsync keys rotate`?")
     return Check("secret keys", True, f"{len(keys)} key(s); {sampled} stored credentials open")
+
+
+# -- held placements ---------------------------------------------------------------------------------
+
+
+def check_held(settings: Settings) -> Check:
+    """Placements held because calsync's own configuration is at fault (an OAuth client the
+    provider refuses, credentials no key opens): the fix is a setting, and they resume by themselves."""
+    from sqlalchemy import func, select
+
+    from sync.states import State
+    from sync.store.db import Store
+    from sync.store.models import Placement
+
+    with Store(database_url(settings)).tx() as db:
+        held = db.scalar(select(func.count()).select_from(Placement).where(Placement.state == State.HELD)) or 0
+        causes = sorted(r or "" for r in db.scalars(select(Placement.last_error)
+                                                    .where(Placement.state == State.HELD).distinct().limit(3)))
+    if held:
+        return Check("placements", False, f"{held} held by configuration: {'; '.join(causes)}")
+    return Check("placements", True, "none held by configuration")
 
 
 # -- provider endpoints ------------------------------------------------------------------------------
@@ -280,6 +303,7 @@ CHECKS: list[tuple[str, Callable[[Settings], Check]]] = [
     ("broker", check_broker),
     ("smtp", check_smtp),
     ("secret keys", check_secret_keys),
+    ("placements", check_held),
 ]
 
 

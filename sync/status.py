@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session as Db
 
 from sync.config import Settings
 from sync.errors import ConfigError
+from sync.states import SETTLED, State
 from sync.store.db import utcnow
 from sync.store.models import Integration, Placement, SessionRow
 
@@ -25,8 +26,17 @@ from sync.store.models import Integration, Placement, SessionRow
 LAG_ALERT = timedelta(minutes=15)
 #: How many user ids ``status`` names; the count is always exact.
 RECONNECT_SHOWN = 20
-#: Placement states that mean a person's calendar is not what the session says.
-PROBLEM_STATES = ("failed", "drift")
+#: Placement states that need a person whatever else is going on (see :mod:`sync.states`).
+PROBLEM_STATES = (State.FAILED, State.DRIFT, State.HELD, State.STRANDED)
+#: What an operator is told to do about each of them.
+ADVICE = {
+    State.FAILED: "see `calsync sessions show ID`; retried hourly while upcoming, at once by `calsync resync`",
+    State.DRIFT: "the person deleted the event; `calsync resync --session ID` places it again",
+    State.HELD: "calsync's configuration is at fault; they resume by themselves once it is fixed",
+    State.STRANDED: "a copy sits behind a dead token; it moves once the person reconnects",
+}
+#: How many unsettled placements ``status`` lists; the count is always exact.
+UNSETTLED_SHOWN = 20
 #: Seconds before a CLI gives up on Redis: an operator waits on it, a worker does not.
 REDIS_TIMEOUT = 3.0
 
@@ -87,12 +97,51 @@ class Lagging:
 
 
 @dataclass(frozen=True)
+class Unsettled:
+    """A placement that is not ``placed`` or ``withdrawn``, and why."""
+
+    session_id: str
+    user_id: str
+    channel: str
+    state: str
+    reason: str | None
+    next_attempt_at: datetime | None
+    #: True when no timer or worker in flight will settle it by itself.
+    attention: bool
+
+
+def needs_attention(state: str, *, session_settled: bool, next_attempt_at: datetime | None,
+                    lease_until: datetime | None, now: datetime, overdue: timedelta = LAG_ALERT) -> bool:
+    """Whether an unsettled placement needs a person.  (pure)
+
+    Failed, drifted, held and stranded copies always do. A copy still in motion
+    (pending, sending, retrying) does once nothing will move it: its session
+    already counts as settled (a killed worker's claim, a person removed
+    mid-retry), its claim's lease ran out, or its retry is long overdue.
+    """
+    if state in PROBLEM_STATES:
+        return True
+    if session_settled:
+        return True
+    if state == State.SENDING and lease_until is not None and lease_until < now:
+        return True
+    return next_attempt_at is not None and next_attempt_at < now - overdue
+
+
+@dataclass(frozen=True)
 class StoreStats:
     #: (state, channel, count), ordered.
     placements: list[tuple[str, str, int]]
     reconnect_count: int
     reconnect_users: list[str]
     lagging: Lagging
+    #: Every placement not settled, oldest first (at most UNSETTLED_SHOWN), and the exact count.
+    unsettled: list[Unsettled] = field(default_factory=list)
+    unsettled_count: int = 0
+    #: (user, provider, copies still to withdraw) for integrations being disconnected.
+    disconnecting: list[tuple[str, str, int]] = field(default_factory=list)
+    #: Why placements are held (a few distinct reasons): the configuration to fix.
+    held_causes: list[str] = field(default_factory=list)
 
     def count(self, *states: str) -> int:
         return sum(n for state, _, n in self.placements if state in states)
@@ -115,7 +164,34 @@ def store_stats(db: Db, now: datetime | None = None) -> StoreStats:
     lagging = Lagging(lag_count)
     if oldest is not None:
         lagging = Lagging(lag_count, oldest.id, oldest.updated_at, max(0.0, (now - oldest.updated_at).total_seconds()))
-    return StoreStats(placements, reconnect_count, reconnect_users, lagging)
+    unsettled_count, unsettled = _unsettled(db, now)
+    held_causes = sorted(r or "" for r in db.scalars(
+        select(Placement.last_error).where(Placement.state == State.HELD).distinct().limit(5)))
+    return StoreStats(placements, reconnect_count, reconnect_users, lagging, unsettled, unsettled_count,
+                      _disconnecting(db), held_causes)
+
+
+def _unsettled(db: Db, now: datetime) -> tuple[int, list[Unsettled]]:
+    moving = Placement.state.not_in(SETTLED)
+    count = db.scalar(select(func.count()).select_from(Placement).where(moving)) or 0
+    rows = db.execute(
+        select(Placement.session_id, Placement.user_id, Placement.channel, Placement.state, Placement.last_error,
+               Placement.next_attempt_at, Placement.lease_until, SessionRow.synced_revision >= SessionRow.revision)
+        .join(SessionRow, SessionRow.id == Placement.session_id).where(moving)
+        .order_by(Placement.updated_at, Placement.id).limit(UNSETTLED_SHOWN))
+    return count, [Unsettled(sid, uid, channel, state, reason, due,
+                             needs_attention(state, session_settled=bool(settled), next_attempt_at=due,
+                                             lease_until=lease, now=now))
+                   for sid, uid, channel, state, reason, due, lease, settled in rows]
+
+
+def _disconnecting(db: Db) -> list[tuple[str, str, int]]:
+    live = (select(func.count()).select_from(Placement)
+            .where(Placement.user_id == Integration.user_id, Placement.channel == Integration.provider,
+                   Placement.live.is_(True)).scalar_subquery())
+    return [(u, p, int(n)) for u, p, n in db.execute(
+        select(Integration.user_id, Integration.provider, live).where(Integration.status == "disconnecting")
+        .order_by(Integration.user_id))]
 
 
 def find_problems(queue: QueueStats | None, store: StoreStats, lag_alert: timedelta = LAG_ALERT) -> list[str]:
@@ -128,8 +204,23 @@ def find_problems(queue: QueueStats | None, store: StoreStats, lag_alert: timede
     if queue is not None and queue.dead_letters:
         found.append(f"{queue.dead_letters} dead letter(s): see `calsync dead-letters list`")
     for state in PROBLEM_STATES:
-        if n := store.count(state):
-            found.append(f"{n} placement(s) {state}: see `calsync sessions show ID`, repair with `calsync resync`")
+        if not (n := store.count(state)):
+            continue
+        if state == State.HELD:
+            causes = store.held_causes
+            found.append(f"{n} placement(s) held: {'; '.join(causes) or 'see `calsync sessions show ID`'}"
+                         f" — {ADVICE[state]}")
+        else:
+            found.append(f"{n} placement(s) {state}: {ADVICE[state]}")
+    stuck = [u for u in store.unsettled if u.attention and u.state not in PROBLEM_STATES]
+    if stuck:
+        first = stuck[0]
+        found.append(f"{len(stuck)} placement(s) stuck in {', '.join(sorted({u.state for u in stuck}))} with "
+                     f"nothing scheduled to move them (e.g. {first.session_id}/{first.user_id}): "
+                     "`calsync sweep` re-enqueues them")
+    for user_id, provider, remaining in store.disconnecting:
+        found.append(f"{provider} of {user_id} is disconnecting: {remaining} calendar copies still to remove "
+                     "(retried automatically; the token is revoked once none is left)")
     if store.reconnect_count:
         found.append(f"{store.reconnect_count} integration(s) need a reconnect: "
                      "see `calsync integrations list --status needs_reconnect`")
@@ -173,6 +264,14 @@ class Status:
             "failed_placements": self.store.count("failed"),
             "drift_placements": self.store.count("drift"),
             "needs_reconnect": {"count": self.store.reconnect_count, "user_ids": self.store.reconnect_users},
+            "unsettled": {
+                "count": self.store.unsettled_count,
+                "placements": [{"session_id": u.session_id, "user_id": u.user_id, "channel": u.channel,
+                                "state": u.state, "reason": u.reason, "attention": u.attention,
+                                "next_attempt_at": u.next_attempt_at.isoformat() if u.next_attempt_at else None}
+                               for u in self.store.unsettled],
+            },
+            "disconnecting": [{"user_id": u, "provider": p, "remaining": n} for u, p, n in self.store.disconnecting],
             "lagging": {
                 "count": lag.count,
                 "oldest": None if lag.oldest_id is None else {

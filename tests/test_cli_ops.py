@@ -354,14 +354,28 @@ def test_doctor_all_ok_with_sqlite_redis_and_a_mail_folder(run, tmp_path: Path):
     # Then every check passes, one per part, and the exit status is 0
     assert result.returncode == 0, result.stdout
     found = checks(result)
-    assert list(found) == ["configuration", "database", "broker", "smtp", "secret keys", "providers"]
+    assert list(found) == ["configuration", "database", "broker", "smtp", "secret keys", "placements", "providers"]
     assert all(ok for ok, _ in found.values())
     assert "answers PING" in found["broker"][1]
     assert str(tmp_path / "out") in found["smtp"][1]
     # And the plain form is one line per check
     plain = run("doctor")
     assert plain.returncode == 0
-    assert [line.split()[0] for line in plain.stdout.splitlines()] == ["ok"] * 6
+    assert [line.split()[0] for line in plain.stdout.splitlines()] == ["ok"] * 7
+
+
+def test_doctor_names_the_configuration_that_holds_placements(run, store):
+    # Given placements held because Google refuses calsync's OAuth client
+    assert run("sessions", "upsert", "-", stdin=json.dumps(session_data()).encode()).returncode == 0
+    with store.tx() as db:
+        db.add(Placement(session_id="sess-42", user_id="u-1", channel="google", recipient_email="mentor@example.com",
+                         uid="uid-1", state="held", last_error="Google refused calsync's OAuth client (invalid_client)"))
+    # When doctor runs
+    result = run("doctor", "--json")
+    # Then the placements check fails naming the cause, and the exit status is 1
+    assert result.returncode == 1
+    ok, detail = checks(result)["placements"]
+    assert not ok and "1 held" in detail and "invalid_client" in detail
 
 
 def test_doctor_with_redis_down_fails_that_check_only(run):

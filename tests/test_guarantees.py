@@ -339,3 +339,43 @@ def test_a_placement_abandoned_by_a_killed_worker_is_swept(runtime: Runtime, cha
     assert queued == ["sess-42"]
     reconcile(runtime, "sess-42")
     assert {p.state for p in api.get_session("sess-42", rt=runtime).placements} == {"placed"}
+
+
+# -- 15. status shows every placement that is not settled --------------------------------------
+
+
+def test_status_names_stuck_held_stranded_and_disconnecting_placements(runtime: Runtime, channel: RecordingChannel):
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from sync.status import find_problems, store_stats
+    from sync.store.db import utcnow
+    from sync.store.models import Integration, Person
+
+    # Given a settled session whose mentor's claim was left "sending" by a killed worker,
+    # a mentee held by a rejected OAuth client, a stranded copy, and an integration still disconnecting
+    api.upsert_session(session_data(), rt=runtime, enqueue=False)
+    api.upsert_session(session_data(id="sess-43"), rt=runtime, enqueue=False)
+    reconcile(runtime, "sess-42")
+    reconcile(runtime, "sess-43")
+    with runtime.store.tx() as db:
+        db.execute(update(Placement).where(Placement.session_id == "sess-42", Placement.user_id == "u-1")
+                   .values(state="sending", lease_until=utcnow() - timedelta(minutes=1)))
+        db.execute(update(Placement).where(Placement.session_id == "sess-42", Placement.user_id == "u-2")
+                   .values(state="held", last_error="Google refused calsync's OAuth client (invalid_client)"))
+        db.execute(update(Placement).where(Placement.session_id == "sess-43", Placement.user_id == "u-2")
+                   .values(state="stranded", last_error="invalid_grant"))
+        if db.get(Person, "u-1") is None:
+            db.add(Person(user_id="u-1", email=MENTOR))
+        db.add(Integration(user_id="u-1", provider="google", credentials=b"x", status="disconnecting"))
+    # When status gathers the store
+    with runtime.store.tx() as db:
+        stats = store_stats(db)
+    problems = find_problems(None, stats)
+    # Then each is listed with its reason, and each is a problem an operator sees
+    assert {(u.session_id, u.user_id, u.state, u.attention) for u in stats.unsettled} == {
+        ("sess-42", "u-1", "sending", True), ("sess-42", "u-2", "held", True), ("sess-43", "u-2", "stranded", True)}
+    text = "\n".join(problems)
+    assert "invalid_client" in text and "stranded" in text and "stuck in sending" in text
+    assert "google of u-1 is disconnecting" in text

@@ -15,8 +15,9 @@ from sync.cli.usage import OneLineCommand
 def status(as_json: bool) -> None:
     """Queue depth, dead letters, placements by state and channel, reconnects, lag.
 
-    Exits 1 on dead letters, failed or drifted placements, integrations
-    needing a reconnect, or a session lagging for more than 15 minutes.
+    Exits 1 on dead letters; failed, drifted, held or stranded placements;
+    placements stuck with nothing scheduled to move them; integrations needing a
+    reconnect or still disconnecting; or a session lagging for more than 15 minutes.
     """
     from sync.broker import QUEUE
     from sync.config import get_settings
@@ -52,6 +53,12 @@ def status(as_json: bool) -> None:
                   [[st, *(counts.get((st, c), 0) for c in channels), sum(counts.get((st, c), 0) for c in channels)]
                    for st in states],
                   title="placements by state and channel")
+        attention = [u for u in s.unsettled if u.attention]
+        if attention:
+            click.echo()
+            table(["session", "user", "channel", "state", "reason"],
+                  [[u.session_id, u.user_id, u.channel, u.state, u.reason or ""] for u in attention[:10]],
+                  title=f"placements needing attention ({s.unsettled_count} not settled in all)")
         click.echo()
         for problem in report.problems:
             click.echo(f"problem: {problem}")
