@@ -369,7 +369,8 @@ def test_doctor_names_the_configuration_that_holds_placements(run, store):
     assert run("sessions", "upsert", "-", stdin=json.dumps(session_data()).encode()).returncode == 0
     with store.tx() as db:
         db.add(Placement(session_id="sess-42", user_id="u-1", channel="google", recipient_email="mentor@example.com",
-                         uid="uid-1", state="held", last_error="Google refused calsync's OAuth client (invalid_client)"))
+                         uid="uid-1", state="held",
+                         last_error="Google refused calsync's OAuth client (invalid_client)"))
     # When doctor runs
     result = run("doctor", "--json")
     # Then the placements check fails naming the cause, and the exit status is 1
