@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 os.environ["CALSYNC_BROKER_URL"] = "memory://"
 os.environ.setdefault("CALSYNC_MAIL_FROM", "sessions@calsync.example")
@@ -28,6 +29,20 @@ from sync.store.db import Store  # noqa: E402
 from sync.store.migrate import upgrade  # noqa: E402
 
 get_settings.cache_clear()
+
+#: Hypothesis profiles: ``ci`` runs on every push, ``soak`` (``pytest --soak``) looks ten times harder.
+hypothesis_settings.register_profile("ci", max_examples=40, deadline=None)
+hypothesis_settings.register_profile("soak", parent=hypothesis_settings.get_profile("ci"), max_examples=400)
+hypothesis_settings.load_profile("ci")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--soak", action="store_true", help="run the Hypothesis state machines with 10x the examples")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--soak"):
+        hypothesis_settings.load_profile("soak")
 
 POSTGRES_URL = os.environ.get("CALSYNC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("CALSYNC_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")

@@ -23,6 +23,7 @@ class Entry:
     summary: str
     start: object
     location: str
+    description: str = ""
 
 
 @dataclass
@@ -43,7 +44,8 @@ class CalendarApp:
         uid, seq = str(ev["UID"]), int(ev.get("SEQUENCE", 0))
         self.received.append((recipient, method, seq))
         key = (recipient, uid)
-        new = Entry(seq, ev.DTSTAMP, method, str(ev.get("SUMMARY", "")), ev.start, str(ev.get("LOCATION", "")))
+        new = Entry(seq, ev.DTSTAMP, method, str(ev.get("SUMMARY", "")), ev.start, str(ev.get("LOCATION", "")),
+                    str(ev.get("DESCRIPTION", "")))
         old = self.entries.get(key)
         if old is not None and seq < old.sequence:
             self.sequence_went_down.append(f"{recipient}: {old.sequence} -> {seq}")
