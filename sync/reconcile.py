@@ -95,7 +95,8 @@ def _run(rt: Runtime, snap: Snapshot, report: Report, retry_failed: bool) -> boo
     if not todo:
         return False
     lease = timedelta(seconds=rt.settings.lease_seconds)
-    token = uuid.uuid4().hex
+    # Unique to this run; the process part says where a stuck lease came from.
+    token = f"{rt.owner[:40]}/{uuid.uuid4().hex[:20]}"
     held: set[int] = set()
     try:
         with rt.store.tx() as db:

@@ -60,7 +60,8 @@ class Runtime:
         self._make_channels = channels
         self._channels: dict[str, Channel] | None = None
         self._lock = threading.Lock()
-        #: Identifies this process in placement leases, for diagnosing a stuck lease.
+        #: Identifies this process in placement lease tokens (each run adds its own part),
+        #: for diagnosing a stuck lease.
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     @property

@@ -11,6 +11,7 @@ from factories import RecordingChannel, make_settings, reconcile_due, session_da
 from sync import api, integrations
 from sync.crypto import CredentialBox, new_key
 from sync.emulators.google import GoogleEmulator
+from sync.errors import TransientError
 from sync.providers.google import GoogleChannel
 from sync.quota import MemoryQuota
 from sync.reconcile import reconcile
@@ -517,3 +518,31 @@ def test_rerouting_after_a_token_death_survives_lost_messages(rt, emu, email):
         reconcile(rt, sid)
     assert [op for op, uid, s in email.ops() if uid == "u-1"].count("withdraw") == 2
     assert sorted(e["summary"] for e in emu.events(MENTOR)) == ["Renamed", "Session 2: Setting goals"]
+
+
+def test_connecting_google_after_a_failed_invite_leaves_one_copy(rt, emu, email):
+    # Given every attempt to mail the mentor failed (the last one may have reached them)
+    book(rt)
+
+    def refuse_mentor(op, target):
+        if target.user_id == "u-1" and op == "place":
+            raise TransientError("SMTP 451 try later")
+
+    email.before = refuse_mentor
+    for _ in range(rt.settings.max_attempts):
+        reconcile_due(rt, "sess-42")
+    email.before = None
+    mentor = {p.channel: p for p in api.get_session("sess-42", rt=rt).placements if p.user_id == "u-1"}
+    assert mentor["email"].state == "failed"
+    # When the mentor connects Google (its message lost: only the store knows)
+    connect_mentor(rt, emu)
+    queued: list[str] = []
+    sweep(rt, queued.append)
+    assert queued == ["sess-42"]
+    reconcile(rt, "sess-42")
+    # Then the emailed copy is withdrawn and the event placed: one copy, on Google
+    mentor = {p.channel: p for p in api.get_session("sess-42", rt=rt).placements if p.user_id == "u-1"}
+    assert (mentor["email"].state, mentor["email"].live) == ("withdrawn", False)
+    # (each refused attempt may have reached them, so the CANCEL carries a SEQUENCE above them all)
+    assert [op for op in email.ops() if op[1] == "u-1"] == [("withdraw", "u-1", rt.settings.max_attempts)]
+    assert len(emu.events(MENTOR)) == 1
