@@ -39,8 +39,11 @@ class SessionRow(Base):
     """A session as last accepted from the platform.
 
     ``version`` is the platform's; ``revision`` is ours and rises on every
-    applied change (including a CLI cancel), and ``synced_revision`` is the
-    revision every placement last settled at — the sweeper's lag signal.
+    reason the session's calendars may have to change: an applied change
+    (including a CLI cancel) and a routing change of any of its people (a token
+    died, a calendar connected or disconnected), written in that change's own
+    transaction. ``synced_revision`` is the revision every placement last
+    settled at — the sweeper's lag signal.
     """
 
     __tablename__ = "sessions"
@@ -155,7 +158,8 @@ class Placement(Base):
     attempt_revision: Mapped[int] = mapped_column(Integer, default=0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
-    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Indexed: the sweeper looks for due retries on every run.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -34,6 +34,7 @@ def upgrade() -> None:
         batch_op.alter_column('in_doubt', server_default=None)
         batch_op.alter_column('attempt_revision', server_default=None)
         batch_op.create_unique_constraint('uq_placements_session_id', ['session_id', 'user_id', 'channel', 'address'])
+        batch_op.create_index(batch_op.f('ix_placements_next_attempt_at'), ['next_attempt_at'], unique=False)
 
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.add_column(sa.Column('revision', sa.Integer(), nullable=False, server_default='0'))
@@ -53,6 +54,7 @@ def downgrade() -> None:
         batch_op.drop_column('dtstamp')
         batch_op.drop_column('revision')
     with op.batch_alter_table('placements', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_placements_next_attempt_at'))
         batch_op.drop_constraint('uq_placements_session_id', type_='unique')
         batch_op.create_unique_constraint('uq_placements_session_id', ['session_id', 'user_id', 'channel'])
         batch_op.drop_column('attempt_revision')
