@@ -9,10 +9,9 @@ import pytest
 import redis
 
 from conftest import REDIS_URL, require_service
-from factories import RecordingChannel, make_settings, session_data
+from factories import RecordingChannel, make_settings, reconcile_due, session_data
 from sync import api
 from sync.quota import MemoryQuota, RedisQuota, Throttled, Window, acquire, slot
-from sync.reconcile import reconcile
 from sync.runtime import Runtime
 from sync.store.db import Store
 
@@ -98,7 +97,7 @@ def test_waiting_for_quota_costs_no_placement_attempt(sqlite_url):
                  channels=lambda s, st: {"email": channel})
     api.upsert_session(session_data(participants=session_data()["participants"][:1]), rt=rt, enqueue=False)
     # When the worker keeps coming back
-    reports = [reconcile(rt, "sess-42") for _ in range(4)]
+    reports = [reconcile_due(rt, "sess-42") for _ in range(4)]
     # Then it was asked to wait as long as the quota said, and the placement never failed
     assert all(r.retry_in_ms == 2000 for r in reports[:3])
     [placement] = api.get_session("sess-42", rt=rt).placements
