@@ -227,9 +227,10 @@ def disconnect(rt: Runtime, user_id: str, reconcile_now: Callable[[str], object]
         ids = sessions.for_user(db, user_id)
     for session_id in ids:
         reconcile_now(session_id)
-    [done] = finish_disconnects(rt, user_id) or [None]
-    remaining = done["remaining"] if done else 0
-    return {"user_id": user_id, "sessions": ids, "revoked": bool(done and done["revoked"]),
+    # One person may have two integrations disconnecting (one replaced earlier, one now).
+    done = finish_disconnects(rt, user_id)
+    remaining = sum(d["remaining"] for d in done)
+    return {"user_id": user_id, "sessions": ids, "revoked": any(d["revoked"] for d in done),
             "status": "disconnecting" if remaining else "disconnected", "remaining": remaining}
 
 

@@ -379,3 +379,20 @@ def test_status_names_stuck_held_stranded_and_disconnecting_placements(runtime: 
     text = "\n".join(problems)
     assert "invalid_client" in text and "stranded" in text and "stuck in sending" in text
     assert "google of u-1 is disconnecting" in text
+
+
+def test_disconnecting_someone_with_two_integrations_on_their_way_out_reports_both(runtime: Runtime):
+    from sync import integrations
+    from sync.store.models import Integration, Person
+
+    # Given a person who switched from Google to Outlook (Google still disconnecting) and is now disconnected
+    with runtime.store.tx() as db:
+        db.add(Person(user_id="u-1", email=MENTOR))
+        db.flush()
+        db.add(Integration(user_id="u-1", provider="google", credentials=b"x", status="disconnecting"))
+        db.add(Integration(user_id="u-1", provider="outlook", credentials=b"y", status="active"))
+    # When support disconnects them
+    result = integrations.disconnect(runtime, "u-1", reconcile_now=lambda sid: None)
+    # Then both finish (no copies were left), in one answer
+    assert (result["status"], result["remaining"]) == ("disconnected", 0)
+    assert {r["status"] for r in integrations.list_integrations(runtime)} == {"disconnected"}

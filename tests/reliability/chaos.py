@@ -67,6 +67,10 @@ FAST_SETTINGS = {
     "CALSYNC_LEASE_SECONDS": "5",
     "CALSYNC_SWEEP_INTERVAL_SECONDS": "1",
     "CALSYNC_IO_TIMEOUT_SECONDS": "3",
+    # The storm faults about a quarter of all calls; with the default 6 attempts a placement
+    # occasionally uses them all and is then retried an hour later (the production policy),
+    # which "zero missing after one sweep" cannot wait for. 12 makes that practically never.
+    "CALSYNC_MAX_ATTEMPTS": "12",
 }
 LEASE_SECONDS = int(FAST_SETTINGS["CALSYNC_LEASE_SECONDS"])
 #: Placement states (sync.states.State) with an attempt under way or still to come.
