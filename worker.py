@@ -1,18 +1,7 @@
-"""Dramatiq entry point: ``dramatiq worker`` from the repository root (or ``calsync worker``).
+"""Dramatiq entry file for running from a checkout: ``dramatiq worker`` at the repository root.
 
-Importing this module installs the broker from ``CALSYNC_BROKER_URL`` and
-declares the actors; a periodic sweep runs in each worker process.
+The installed package runs :mod:`sync.workers` instead (``calsync worker``); this
+file is not installed, so installing calsync adds no top-level ``worker`` module.
 """
 
-from sync import tasks  # noqa: F401  (declares the actors)
-from sync.broker import broker
-from sync.config import get_settings
-from sync.periodic import PeriodicSweep
-
-broker.add_middleware(PeriodicSweep())
-if get_settings().metrics_port:
-    # Reads dramatiq_prom_* at import; `calsync worker` sets them (and a fresh
-    # PROMETHEUS_MULTIPROC_DIR) before this process started.
-    from dramatiq.middleware.prometheus import Prometheus
-
-    broker.add_middleware(Prometheus())
+from sync.workers import broker  # noqa: F401  (declares the actors, installs the broker in this process)

@@ -1,4 +1,9 @@
-"""The Dramatiq broker named by ``CALSYNC_BROKER_URL``, installed before any actor is declared.
+"""calsync's Dramatiq broker, named by ``CALSYNC_BROKER_URL`` and built on first use.
+
+Importing calsync never touches a host application's Dramatiq: the broker is
+calsync's own object, passed explicitly to its actors, and becomes the
+process-wide broker only in calsync's own worker processes (``sync.workers``,
+the module ``calsync worker`` and the root ``worker.py`` run).
 
 ``memory://`` is the embedded default: a StubBroker whose worker threads run
 inside the calling process, so the demo and a laptop need no Redis.
@@ -6,6 +11,7 @@ inside the calling process, so the demo and a laptop need no Redis.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -18,6 +24,9 @@ from sync.errors import ConfigError
 #: The queue every calsync actor uses.
 QUEUE = "calsync"
 
+_lock = threading.Lock()
+_broker: dramatiq.Broker | None = None
+
 
 def make_broker(url: str) -> dramatiq.Broker:
     if url.startswith("memory://"):
@@ -29,10 +38,21 @@ def make_broker(url: str) -> dramatiq.Broker:
     raise ConfigError(f"CALSYNC_BROKER_URL: unsupported scheme in {url.split('://')[0]!r}; use redis:// or memory://")
 
 
-def install() -> dramatiq.Broker:
-    broker = make_broker(get_settings().broker_url)
-    dramatiq.set_broker(broker)
-    return broker
+def get_broker() -> dramatiq.Broker:
+    """calsync's broker for this process, built from the settings the first time it is asked for."""
+    global _broker
+    with _lock:
+        if _broker is None:
+            _broker = make_broker(get_settings().broker_url)
+        return _broker
+
+
+def __getattr__(name: str) -> dramatiq.Broker:
+    # ``from sync.broker import broker`` keeps working, lazily: the broker is built
+    # when a calsync entry point asks for it, never as a side effect of an import.
+    if name == "broker":
+        return get_broker()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def is_embedded(broker: dramatiq.Broker) -> bool:
@@ -54,6 +74,3 @@ def embedded_worker(broker: dramatiq.Broker, threads: int) -> Iterator[None]:
         # Dramatiq's Worker registers a hook on the broker and never removes it;
         # drop it so the next embedded run does not inherit a stopped worker.
         broker.middleware[:] = [m for m in broker.middleware if m in before]
-
-
-broker = install()

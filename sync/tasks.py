@@ -6,7 +6,7 @@ import logging
 
 import dramatiq
 
-from sync.broker import QUEUE, broker  # noqa: F401  (installs the broker before the actors)
+from sync.broker import QUEUE, get_broker
 from sync.config import get_settings
 from sync.integrations import resync_user
 from sync.reconcile import reconcile
@@ -19,9 +19,12 @@ log = logging.getLogger(__name__)
 MAX_CRASH_RETRIES = 10
 
 _settings = get_settings()
+#: calsync's own broker, passed to each actor: the host application's global broker is left alone.
+broker = get_broker()
 
 
 @dramatiq.actor(
+    broker=broker,
     queue_name=QUEUE,
     max_retries=MAX_CRASH_RETRIES,
     min_backoff=_settings.retry_min_backoff_ms,
@@ -46,7 +49,7 @@ def sync_session(session_id: str, retry_failed: bool = False) -> None:
                                        delay=report.retry_in_ms)
 
 
-@dramatiq.actor(queue_name=QUEUE, max_retries=0)
+@dramatiq.actor(broker=broker, queue_name=QUEUE, max_retries=0)
 def sweep() -> None:
     sweep_lagging(get_runtime(), enqueue)
 

@@ -396,3 +396,35 @@ def test_disconnecting_someone_with_two_integrations_on_their_way_out_reports_bo
     # Then both finish (no copies were left), in one answer
     assert (result["status"], result["remaining"]) == ("disconnected", 0)
     assert {r["status"] for r in integrations.list_integrations(runtime)} == {"disconnected"}
+
+
+def test_using_the_python_api_leaves_the_host_applications_dramatiq_alone(tmp_path):
+    # Given a host application with its own Dramatiq broker, in a fresh interpreter
+    import subprocess
+    import sys
+
+    from sync.store.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'host.db'}"
+    upgrade(url)
+    script = """
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+mine = StubBroker()
+dramatiq.set_broker(mine)
+from sync import api
+from factories import session_data
+result = api.upsert_session(session_data())
+assert result.queued, result
+assert dramatiq.get_broker() is mine, "calsync replaced the host's broker"
+import importlib.util
+assert importlib.util.find_spec("worker") is None, "a top-level 'worker' module is importable"
+print("ok")
+"""
+    env = {"PATH": "/usr/bin:/bin", "CALSYNC_DATABASE_URL": url, "CALSYNC_BROKER_URL": "memory://",
+           "PYTHONPATH": str(__import__("pathlib").Path(__file__).parent)}
+    # When it stores a session through calsync's API (which enqueues on calsync's own broker)
+    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)
+    # Then its global broker is still its own, and no top-level `worker` module came with calsync
+    assert done.stdout.strip() == "ok", done.stderr

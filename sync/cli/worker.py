@@ -41,7 +41,8 @@ def worker(processes: int | None, threads: int | None, log_config: Path | None,
 
     if settings.metrics_port:
         _prepare_metrics(settings.metrics_host, settings.metrics_port)
-    argv = [sys.executable, "-m", "dramatiq", "worker"]
+    # The packaged entry module (the root worker.py is a checkout convenience, not installed).
+    argv = [sys.executable, "-m", "dramatiq", "sync.workers:broker"]
     if log_config is not None:
         os.environ["CALSYNC_LOG_CONFIG"] = str(log_config.resolve())
         argv += [LOGGING_MODULE, "--skip-logging"]
