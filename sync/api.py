@@ -30,8 +30,10 @@ class IntakeResult:
     version: int | None = None
     stored_version: int | None = None
     errors: tuple[FieldError, ...] = ()
-    #: False when the broker could not be reached; the sweeper delivers it later.
-    queued: bool = True
+    #: True when its reconcile was enqueued; False when that was needed but the broker
+    #: could not be reached (it is stored and lagging: the sweeper enqueues it later);
+    #: None when nothing needed enqueueing (unchanged, stale, conflict, invalid).
+    queued: bool | None = None
 
     @property
     def ok(self) -> bool:
@@ -97,7 +99,7 @@ def upsert_session(data: dict[str, Any] | Session, *, rt: Runtime | None = None,
     if saved.outcome == "conflict":
         return IntakeResult(session.id, "conflict", session.version, saved.stored_version, (FieldError(
             "version", f"version {session.version} is already stored with different content; send a higher version"),))
-    queued = _enqueue(session.id) if saved.outcome in ("created", "updated") and enqueue else True
+    queued = _enqueue(session.id) if saved.outcome in ("created", "updated") and enqueue else None
     return IntakeResult(session.id, saved.outcome, session.version, saved.stored_version, queued=queued)
 
 
@@ -163,7 +165,7 @@ def cancel_session(session_id: str, *, rt: Runtime | None = None, enqueue: bool 
         saved = sessions.cancel(db, session_id)
     if saved is None:
         raise NotFound(f"session {session_id!r} does not exist")
-    queued = _enqueue(session_id) if saved.outcome == "updated" and enqueue else True
+    queued = _enqueue(session_id) if saved.outcome == "updated" and enqueue else None
     return IntakeResult(session_id, saved.outcome, saved.stored_version, saved.stored_version, queued=queued)
 
 

@@ -23,6 +23,8 @@ from sync.errors import ConfigError
 
 #: The queue every calsync actor uses.
 QUEUE = "calsync"
+#: Seconds to wait for a TCP connection to Redis before the enqueue counts as failed.
+BROKER_CONNECT_TIMEOUT = 10
 
 _lock = threading.Lock()
 _broker: dramatiq.Broker | None = None
@@ -34,7 +36,8 @@ def make_broker(url: str) -> dramatiq.Broker:
     if url.startswith(("redis://", "rediss://", "unix://")):
         from dramatiq.brokers.redis import RedisBroker
 
-        return RedisBroker(url=url)
+        # A bounded connect: an unreachable broker must be reported, not waited on forever.
+        return RedisBroker(url=url, socket_connect_timeout=BROKER_CONNECT_TIMEOUT)
     raise ConfigError(f"CALSYNC_BROKER_URL: unsupported scheme in {url.split('://')[0]!r}; use redis:// or memory://")
 
 

@@ -199,6 +199,28 @@ def test_unreachable_redis_is_one_line_and_the_sweeper_repairs_it(run, env, tmp_
     assert len(invites(tmp_path / "out")) == 2
 
 
+def test_with_the_broker_down_each_element_and_a_cancel_say_stored_not_enqueued(run, env, tmp_path: Path):
+    # Given a stored session, an unchanged re-push, an invalid element, and a Redis broker that is down
+    assert run("sessions", "upsert", "-", stdin=json.dumps(session_data()).encode()).returncode == 0
+    down = {**env, "CALSYNC_BROKER_URL": "redis://127.0.0.1:1/0"}
+    batch = [session_data(), session_data(id="sess-43"), {"id": "bad"}]
+    # When the batch is pushed in
+    result = calsync(down, tmp_path, "sessions", "upsert", "-", "--json", stdin=json.dumps(batch).encode())
+    # Then only the element that needed a message says it was not queued; exit 1
+    assert result.returncode == 1
+    queued = {r["session_id"]: (r["outcome"], r["queued"]) for r in json.loads(result.stdout)}
+    assert queued == {"sess-42": ("unchanged", None), "sess-43": ("created", False), "bad": ("invalid", None)}
+    # When a cancellation comes in while it is still down
+    cancelled = calsync(down, tmp_path, "sessions", "cancel", "sess-42")
+    # Then it is stored, reported as not enqueued on one line each, and the exit status is 1
+    assert cancelled.returncode == 1
+    assert cancelled.stdout.strip() == "sess-42\tcancelled\tstored, not enqueued (broker unreachable)"
+    assert_one_line_error(cancelled, "broker error", "CALSYNC_BROKER_URL")
+    # And the sweeper finds both once the broker is back
+    swept = run("sweep", "--json")
+    assert sorted(json.loads(swept.stdout)["sessions"]) == ["sess-42", "sess-43"]
+
+
 def test_worker_refuses_the_embedded_broker(env, tmp_path: Path):
     # Given CALSYNC_BROKER_URL=memory://, whose queue lives inside each command
     # When a standalone worker is started

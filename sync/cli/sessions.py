@@ -24,8 +24,8 @@ def upsert(file: BinaryIO, as_json: bool) -> None:
     """Store sessions from FILE (or - for stdin): one JSON object or an array.
 
     Each element stands alone: a bad one is reported and stores nothing, the
-    others go through. Exits 1 if any element was invalid, stale or a
-    version conflict.
+    others go through. Exits 1 if any element was invalid, stale, a version
+    conflict, could not be stored, or was stored but could not be enqueued.
     """
     from sync.api import upsert_sessions
     from sync.session import load_json
@@ -43,8 +43,10 @@ def upsert(file: BinaryIO, as_json: bool) -> None:
                 detail = f"version {r.version} is older than stored version {r.stored_version}; not applied"
             else:
                 detail = f"version {r.version}"
+            if r.queued is False:
+                detail += "; stored, not enqueued (broker unreachable)"
             click.echo(f"{r.session_id or '-'}\t{r.outcome}\t{detail}")
-    unqueued = [r.session_id for r in results if not r.queued]
+    unqueued = [r.session_id for r in results if r.queued is False]
     if unqueued:
         click.echo(f"broker error: stored but not enqueued: {', '.join(map(str, unqueued))} (check CALSYNC_BROKER_URL;"
                    " `calsync sweep` enqueues them once it is back)", err=True)
@@ -56,7 +58,11 @@ def upsert(file: BinaryIO, as_json: bool) -> None:
 @click.argument("session_id", metavar="ID")
 @json_option
 def cancel(session_id: str, as_json: bool) -> None:
-    """Cancel session ID: every participant's copy is withdrawn."""
+    """Cancel session ID: every participant's copy is withdrawn.
+
+    Exits 1 if the cancellation was stored but could not be enqueued (the
+    sweeper delivers it once the broker is back).
+    """
     from sync.api import cancel_session
 
     with delivering():
@@ -64,7 +70,12 @@ def cancel(session_id: str, as_json: bool) -> None:
     if as_json:
         emit_json(result.as_dict())
     else:
-        click.echo(f"{session_id}\t{'cancelled' if result.outcome == 'updated' else 'already cancelled'}")
+        line = f"{session_id}\t{'cancelled' if result.outcome == 'updated' else 'already cancelled'}"
+        click.echo(line + ("\tstored, not enqueued (broker unreachable)" if result.queued is False else ""))
+    if result.queued is False:
+        click.echo("broker error: stored but not enqueued (check CALSYNC_BROKER_URL; `calsync sweep` enqueues it "
+                   "once it is back)", err=True)
+        sys.exit(1)
 
 
 @sessions.command()
