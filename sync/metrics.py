@@ -1,14 +1,18 @@
-"""Prometheus counters for what the channels did.
+"""Prometheus metrics: counters for what the channels did, gauges for the system's health.
 
 In worker processes ``calsync worker`` points PROMETHEUS_MULTIPROC_DIR at a
-fresh folder before Python starts, so these counters are summed across
-processes and served by Dramatiq's own exposition server next to its
-message metrics (see ``CALSYNC_METRICS_PORT``).
+fresh folder before Python starts, so these are aggregated across processes
+and served by Dramatiq's own exposition server next to its message metrics
+(see ``CALSYNC_METRICS_PORT``). Counters are summed; each gauge shows the most
+recent value any live process set (every worker refreshes them on its
+heartbeat, so one dead process never freezes them).
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from typing import Any
+
+from prometheus_client import Counter, Gauge
 
 #: One increment per action a channel was asked to carry out, by how it ended.
 ACTIONS = Counter(
@@ -20,3 +24,42 @@ ACTIONS = Counter(
 
 def count(channel: str, action: str, outcome: str) -> None:
     ACTIONS.labels(channel=channel, action=action, outcome=outcome).inc()
+
+
+_MODE = "livemostrecent"
+#: Messages waiting in calsync's queue, by where they wait.
+BACKLOG = Gauge("calsync_queue_backlog", "Messages in calsync's queue: queued, in flight, delayed, dead.",
+                ["state"], multiprocess_mode=_MODE)
+#: Placements by lifecycle state and channel (see sync.states).
+PLACEMENTS = Gauge("calsync_placements", "Placements by state and channel.", ["state", "channel"],
+                   multiprocess_mode=_MODE)
+#: Integrations whose person must reconnect.
+RECONNECTS = Gauge("calsync_integrations_needing_reconnect", "Integrations in needs_reconnect.",
+                   multiprocess_mode=_MODE)
+#: Seconds the oldest lagging session has waited since it changed (0 when none lags).
+OLDEST_LAG = Gauge("calsync_oldest_lagging_session_seconds", "Age of the oldest change not yet settled.",
+                   multiprocess_mode=_MODE)
+#: Channels every placement gauge is written for, so a state that empties reads 0, not its last value.
+CHANNELS = ("email", "google", "outlook")
+
+
+def refresh_health(client: Any | None) -> None:
+    """Read the store (and the queue, when ``client`` is Redis) and set every health gauge."""
+    from sync.broker import QUEUE
+    from sync.runtime import get_runtime
+    from sync.states import State
+    from sync.status import queue_stats, store_stats
+
+    if client is not None:
+        q = queue_stats(client, QUEUE)
+        for state, n in (("queued", q.queued), ("in_flight", q.in_flight), ("delayed", q.delayed),
+                         ("dead", q.dead_letters)):
+            BACKLOG.labels(state=state).set(n)
+    with get_runtime().store.tx() as db:
+        stats = store_stats(db)
+    counts = {(state, channel): n for state, channel, n in stats.placements}
+    for state in State:
+        for channel in sorted(set(CHANNELS) | {c for _, c in counts}):
+            PLACEMENTS.labels(state=state.value, channel=channel).set(counts.get((state.value, channel), 0))
+    RECONNECTS.set(stats.reconnect_count)
+    OLDEST_LAG.set(stats.lagging.oldest_lag_seconds or 0.0)

@@ -194,13 +194,28 @@ def _disconnecting(db: Db) -> list[tuple[str, str, int]]:
         .order_by(Integration.user_id))]
 
 
-def find_problems(queue: QueueStats | None, store: StoreStats, lag_alert: timedelta = LAG_ALERT) -> list[str]:
+@dataclass(frozen=True)
+class Workers:
+    """Worker processes seen by their heartbeat (see :mod:`sync.heartbeat`)."""
+
+    alive: int
+    last_seen_seconds: float | None
+
+
+def find_problems(queue: QueueStats | None, store: StoreStats, lag_alert: timedelta = LAG_ALERT,
+                  workers: Workers | None = None) -> list[str]:
     """What an operator must act on; an empty list means healthy (exit 0).
 
     A queue backlog alone is not a problem (a bulk resync makes one on
-    purpose); lag is, once it outlasts ``lag_alert``.
+    purpose) — unless no worker has been seen recently to work it off; lag
+    is, once it outlasts ``lag_alert``.
     """
     found = []
+    waiting = 0 if queue is None else queue.queued + queue.delayed
+    if workers is not None and waiting and not workers.alive:
+        seen = ("never seen" if workers.last_seen_seconds is None
+                else f"last seen {ago(workers.last_seen_seconds)} ago")
+        found.append(f"{waiting} message(s) queued and no worker is running ({seen}): start `calsync worker`")
     if queue is not None and queue.dead_letters:
         found.append(f"{queue.dead_letters} dead letter(s): see `calsync dead-letters list`")
     for state in PROBLEM_STATES:
@@ -252,6 +267,7 @@ class Status:
     queue: QueueStats | None
     store: StoreStats
     problems: list[str] = field(default_factory=list)
+    workers: Workers | None = None
 
     def as_dict(self) -> dict[str, Any]:
         lag = self.store.lagging
@@ -260,6 +276,10 @@ class Status:
             "problems": self.problems,
             "broker": ({"embedded": True, "note": EMBEDDED_NOTE} if self.queue is None
                        else {"embedded": False, **asdict(self.queue)}),
+            "workers": None if self.workers is None else {
+                "alive": self.workers.alive,
+                "last_seen_seconds": None if self.workers.last_seen_seconds is None
+                else round(self.workers.last_seen_seconds, 1)},
             "placements": [{"state": s, "channel": c, "count": n} for s, c, n in self.store.placements],
             "failed_placements": self.store.count("failed"),
             "drift_placements": self.store.count("drift"),
@@ -285,10 +305,13 @@ class Status:
 
 def gather(settings: Settings, db: Db, queue: str) -> Status:
     """Read everything ``calsync status`` shows; Redis and database errors propagate to the CLI."""
+    from sync.heartbeat import workers_seen
+
     client = broker_client(settings)
-    stats = None
+    stats = workers = None
     if client is not None:
         with client:
             stats = queue_stats(client, queue)
+            workers = Workers(*workers_seen(client))
     store = store_stats(db)
-    return Status(stats, store, find_problems(stats, store))
+    return Status(stats, store, find_problems(stats, store, workers=workers), workers)

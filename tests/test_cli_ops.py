@@ -135,7 +135,10 @@ def test_status_plain_output_is_one_screen(run):
 
 
 def test_a_fresh_backlog_is_not_a_problem(run, redis_client):
-    # Given a session just pushed in and waiting on the queue (no worker running)
+    # Given a session just pushed in and waiting on the queue, with a worker alive (its heartbeat)
+    from sync.heartbeat import beat
+
+    beat(redis_client, "host:1")
     assert run("sessions", "upsert", "-", stdin=json.dumps(session_data()).encode()).returncode == 0
     # When status is asked for
     result = run("status", "--json")
@@ -278,16 +281,86 @@ def test_purge_deletes_only_what_died_before_the_cutoff(run, redis_client):
     # Given a dead letter from 8 days ago and one from just now
     old, recent = kill(redis_client, "sess-old", "sess-new")
     redis_client.zadd(XQ, {old: (time.time() - 8 * 86400) * 1000}, xx=True)
-    # When dead letters older than 7 days are purged
-    result = run("dead-letters", "purge", "--older-than", "7d", "--json")
+    # When dead letters older than 7 days are purged, confirmed with --yes
+    result = run("dead-letters", "purge", "--older-than", "7d", "--yes", "--json")
     # Then only the old one is gone, payload included
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"older_than": "7d", "purged": 1, "ids": [old]}
     assert [i.decode() for i in redis_client.zrange(XQ, 0, -1)] == [recent]
     assert redis_client.hkeys(f"{XQ}.msgs") == [recent.encode()]
     # And the plain form says how many went
-    assert run("dead-letters", "purge", "--older-than", "30m").stdout.strip() == \
+    assert run("dead-letters", "purge", "--older-than", "30m", "--yes").stdout.strip() == \
         "purged 0 dead letter(s) older than 30m"
+
+
+def test_purge_without_yes_says_what_it_would_delete_and_deletes_nothing(run, redis_client):
+    # Given two dead letters that both died before now
+    kill(redis_client, "sess-1", "sess-2")
+    # When an operator purges everything older than 0s but forgets --yes
+    result = run("dead-letters", "purge", "--older-than", "0s")
+    # Then the command refuses in one line naming how many would go and how to confirm, exit 2
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert_one_line_error(result, "2 dead letter(s)", "--yes")
+    assert result.stdout == ""
+    # And every dead letter is still there, payload included
+    assert redis_client.zcard(XQ) == 2 and redis_client.hlen(f"{XQ}.msgs") == 2
+
+
+def test_purge_dry_run_lists_what_would_go_and_deletes_nothing(run, redis_client):
+    # Given a dead letter from 8 days ago and one from just now
+    old, recent = kill(redis_client, "sess-old", "sess-new")
+    redis_client.zadd(XQ, {old: (time.time() - 8 * 86400) * 1000}, xx=True)
+    # When a purge of those older than 7 days is dry-run, as JSON
+    result = run("dead-letters", "purge", "--older-than", "7d", "--dry-run", "--json")
+    # Then only the old one is listed, with what it was, and the exit status is 0
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["dry_run"] is True and report["would_purge"] == 1 and report["purged"] == 0
+    assert [(r["id"], r["args"]) for r in report["dead_letters"]] == [(old, ["sess-old"])]
+    # And in plain form it is a table of what would go, then one line saying nothing was deleted
+    plain = run("dead-letters", "purge", "--older-than", "7d", "--dry-run")
+    assert plain.returncode == 0, plain.stderr
+    lines = plain.stdout.splitlines()
+    assert lines[0].split("\t")[0] == "id" and lines[1].startswith(old + "\t")
+    assert lines[-1] == "dry run: would purge 1 dead letter(s) older than 7d; nothing deleted"
+    # And both dead letters are still there
+    assert sorted(i.decode() for i in redis_client.zrange(XQ, 0, -1)) == sorted([old, recent])
+    assert redis_client.hlen(f"{XQ}.msgs") == 2
+
+
+def test_show_and_retry_accept_the_message_id_the_worker_logged(run, redis_client, caplog):
+    # Given a message that died, and the line Dramatiq's worker logged about it
+    with caplog.at_level("WARNING", logger="dramatiq"):
+        [dead_id] = kill(redis_client, "sess-1")
+    [logged] = [r.args[0] for r in caplog.records if r.getMessage().startswith("Retries exceeded for message")]
+    assert logged != dead_id  # Dramatiq's message id, not the Redis one `list` shows
+    # When support shows the dead letter by the id from the log
+    shown = run("dead-letters", "show", logged, "--json")
+    # Then it is the same dead letter as under its Redis id, both ids shown
+    assert shown.returncode == 0, shown.stderr
+    detail = json.loads(shown.stdout)
+    assert detail["id"] == dead_id and detail["message_id"] == logged and detail["args"] == ["sess-1"]
+    # And `list --json` names the message id too, so a log line can be matched to a row
+    assert [r["message_id"] for r in json.loads(run("dead-letters", "list", "--json").stdout)] == [logged]
+    # When it is retried by the logged id
+    retried = run("dead-letters", "retry", logged, "--json")
+    # Then it is back on the queue and no longer dead
+    assert retried.returncode == 0, retried.stderr
+    assert json.loads(retried.stdout)[0]["id"] == dead_id
+    assert [m.message_id for m in queued(redis_client)] == [logged] and redis_client.zcard(XQ) == 0
+
+
+def test_a_message_id_that_names_two_dead_letters_is_refused_in_one_line(run, redis_client):
+    # Given two dead copies of one message (a retried letter that died again while its old copy stayed)
+    [dead_id] = kill(redis_client, "sess-1")
+    redis_client.zadd(XQ, {"copy-of-it": time.time() * 1000})
+    redis_client.hset(f"{XQ}.msgs", "copy-of-it", redis_client.hget(f"{XQ}.msgs", dead_id))
+    message_id = Message.decode(redis_client.hget(f"{XQ}.msgs", dead_id)).message_id
+    # When it is shown by its message id
+    result = run("dead-letters", "show", message_id)
+    # Then the command names both Redis ids to choose from, one line, exit 2
+    assert result.returncode == 2
+    assert_one_line_error(result, dead_id, "copy-of-it")
 
 
 @pytest.mark.parametrize("args", [("show", "no-such-id"), ("retry", "no-such-id")])
@@ -304,7 +377,9 @@ def test_unknown_dead_letter_is_one_line_exit_2(run, redis_client, args):
 
 @pytest.mark.parametrize("args, words", [
     (("purge", "--older-than", "soon"), ("--older-than", "soon")),
+    (("purge", "--older-than", "soon", "--yes"), ("--older-than", "soon")),
     (("purge",), ("--older-than",)),
+    (("purge", "--older-than", "0s", "--dry-run", "--yes"), ("--dry-run", "--yes")),
     (("retry", "some-id", "--all"), ("ID", "--all")),
     (("retry",), ("ID", "--all")),
 ])

@@ -85,6 +85,12 @@ def test_upsert_then_worker_delivers_invites(env, tmp_path: Path):
         counted = 'action="create",channel="email",outcome="ok"} 2.0'
         assert wait_for(lambda: counted in metrics(environment)), metrics(environment)
         assert 'action="update",channel="email",outcome="ok"} 2.0' in metrics(environment)
+        # And its health gauges, refreshed on the worker's heartbeat, show the placements
+        gauge = 'calsync_placements{channel="email",state="placed"} 2.0'
+        assert wait_for(lambda: gauge in metrics(environment, "calsync_placements")), metrics(environment, "calsync")
+        # And `status` sees the worker alive
+        report = json.loads(calsync(environment, "status", "--json").stdout)
+        assert report["workers"]["alive"] >= 1
     finally:
         worker.terminate()
         worker.wait(30)
@@ -103,7 +109,7 @@ def worker_output(worker: subprocess.Popen) -> str:
     return out.decode(errors="replace")[-3000:]
 
 
-def metrics(environment: dict) -> str:
+def metrics(environment: dict, prefix: str = "calsync_placement_actions_total") -> str:
     import requests
 
     try:
@@ -111,4 +117,4 @@ def metrics(environment: dict) -> str:
         text = requests.get(url, timeout=2).text
     except requests.RequestException:
         return ""
-    return "\n".join(line for line in text.splitlines() if line.startswith("calsync_placement_actions_total"))
+    return "\n".join(line for line in text.splitlines() if line.startswith(prefix))

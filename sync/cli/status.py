@@ -35,6 +35,9 @@ def status(as_json: bool) -> None:
             ("queue", EMBEDDED_NOTE if q is None
              else f"{q.queue}: {q.queued} queued, {q.in_flight} in flight, {q.delayed} delayed"),
             ("dead letters", "-" if q is None else q.dead_letters),
+            ("workers", "-" if report.workers is None else f"{report.workers.alive} seen in the last minute"
+             + ("" if report.workers.last_seen_seconds is None or report.workers.alive
+                else f" (last {ago(report.workers.last_seen_seconds)} ago)")),
             ("failed", f"{s.count('failed')} placement(s) failed, {s.count('drift')} drifted"),
             ("reconnect", f"{s.reconnect_count} integration(s)"
              + (f": {', '.join(s.reconnect_users)}" if s.reconnect_users else "")
