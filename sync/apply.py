@@ -98,7 +98,7 @@ def _apply(rt: Runtime, session_id: str, revision: int, action: Action, integrat
     except Throttled as exc:
         return ctx.throttled(str(exc), exc.retry_after or 1.0)
     except TransientError as exc:
-        return ctx.failed(str(exc), transient=True, retry_after=exc.retry_after)
+        return ctx.failed(str(exc), transient=True, retry_after=exc.retry_after, applied_nothing=exc.refused)
     except PermanentError as exc:
         # A provider's refusal applied nothing; a crash inside the channel may have.
         return ctx.failed(str(exc), transient=False, retry_after=None,

@@ -46,10 +46,14 @@ class ChannelError(CalsyncError):
 
     Parameters:
       status(int | None): the provider's HTTP status, when there was one.
+      refused(bool): the far side answered that it did not carry the action out (an SMTP
+        server's 4xx/5xx reply), so nothing reached anyone — unlike a timeout, whose
+        outcome is unknown.
     """
 
-    def __init__(self, reason: str, *, status: int | None = None) -> None:
+    def __init__(self, reason: str, *, status: int | None = None, refused: bool = False) -> None:
         self.status = status
+        self.refused = refused
         super().__init__(reason)
 
 
@@ -60,9 +64,10 @@ class TransientError(ChannelError):
       retry_after(float | None): seconds the far side asked us to wait, if it said.
     """
 
-    def __init__(self, reason: str, *, retry_after: float | None = None, status: int | None = None) -> None:
+    def __init__(self, reason: str, *, retry_after: float | None = None, status: int | None = None,
+                 refused: bool = False) -> None:
         self.retry_after = retry_after
-        super().__init__(reason, status=status)
+        super().__init__(reason, status=status, refused=refused)
 
 
 class PermanentError(ChannelError):

@@ -208,13 +208,15 @@ def _channel_error(exc: OSError, server: SmtpEndpoint, timeout: float) -> Channe
         return PermanentError(f"SMTP authentication failed at {where}: {exc.smtp_code} {_text(exc.smtp_error)}")
     if isinstance(exc, smtplib.SMTPNotSupportedError):
         return PermanentError(f"SMTP server {where} lacks a feature this send needs: {exc}")
+    # The server answered with a refusal: the message was not accepted, so nothing reached anyone.
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         return TransientError("; ".join(f"SMTP {code} refused recipient {address}: {_text(text)}"
-                                        for address, (code, text) in exc.recipients.items()))
+                                        for address, (code, text) in exc.recipients.items()), refused=True)
     if isinstance(exc, smtplib.SMTPSenderRefused):
-        return TransientError(f"SMTP {exc.smtp_code} refused sender {exc.sender}: {_text(exc.smtp_error)}")
+        return TransientError(f"SMTP {exc.smtp_code} refused sender {exc.sender}: {_text(exc.smtp_error)}",
+                              refused=True)
     if isinstance(exc, smtplib.SMTPResponseException):
-        return TransientError(f"SMTP {exc.smtp_code} from {where}: {_text(exc.smtp_error)}")
+        return TransientError(f"SMTP {exc.smtp_code} from {where}: {_text(exc.smtp_error)}", refused=True)
     if _timed_out(exc):
         return TransientError(f"SMTP server {where} did not answer within {timeout:g}s")
     if isinstance(exc, smtplib.SMTPServerDisconnected):

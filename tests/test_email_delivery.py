@@ -98,3 +98,21 @@ def test_smtp_refusal_is_retried_then_fails_the_placement_with_the_reason(worker
     assert by_user["u-2"].state == "failed" and "550" in (by_user["u-2"].last_error or "")
     # And the mentor still got their invite, once
     assert len(smtp.mailbox.to("mentor@example.com")) == 1
+
+
+def test_refused_attempts_do_not_raise_the_sequence_of_a_persons_first_invite(worker_rt: Runtime,
+                                                                              smtp: SmtpServer):
+    # Given the server greylists the mentee (451) for every quick retry of their first invite
+    smtp.mailbox.refuse["mentee@example.com"] = "451 4.7.1 greylisted, try again later"
+    api.upsert_session(session_data(), rt=worker_rt)
+    drain()
+    assert smtp.mailbox.refused.count("mentee@example.com") == worker_rt.settings.max_attempts
+    # When the server accepts again and the session changes (which re-arms the failed copy)
+    del smtp.mailbox.refuse["mentee@example.com"]
+    api.upsert_session(session_data(version=2, title="Goals, revised"), rt=worker_rt)
+    drain()
+    # Then the first invite the mentee ever receives carries SEQUENCE 0: the refusals reached nobody
+    (raw,) = smtp.mailbox.to("mentee@example.com")
+    _, cal = calendar_part(raw)
+    (event,) = cal.events
+    assert int(event["SEQUENCE"]) == 0 and str(event["SUMMARY"]) == "Goals, revised"
