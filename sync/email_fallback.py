@@ -59,7 +59,7 @@ class EmailChannel:
             # exactly as before (same DTSTAMP): a calendar treats it as the same message.
             outbox_id, dtstamp = row.id, row.dtstamp or _next_dtstamp(db, target.placement_id)
         message = build_invite(event, method=method, sequence=target.sequence, organizer=self.organizer,
-                               dtstamp=dtstamp)
+                               dtstamp=dtstamp, update=target.maybe_exists)
         self.transport.send(message, sender=self.organizer, recipient=recipient)
         with self.store.tx() as db:
             sent = db.get(OutboxRow, outbox_id)

@@ -83,7 +83,8 @@ class InvitePolicy(email.policy.EmailPolicy):
 POLICY = InvitePolicy(linesep="\r\n", cte_type="7bit")
 
 _STATUS = {"REQUEST": STATUS.CONFIRMED, "CANCEL": STATUS.CANCELLED}
-_SUBJECT_PREFIX = {"REQUEST": "Invitation", "CANCEL": "Cancelled"}
+#: Subject prefixes: a person tells a first invite from an update from a cancellation at a glance.
+_SUBJECT_PREFIX = {"REQUEST": "Invitation", "UPDATE": "Updated invitation", "CANCEL": "Cancelled"}
 _CANCELLED_NOTE = "This session has been cancelled."
 
 
@@ -94,12 +95,14 @@ def build_invite(
     sequence: int,
     organizer: str,
     dtstamp: datetime,
+    update: bool = False,
 ) -> EmailMessage:
     """The complete message for ``event.recipient``; the caller sends it to that address only.
 
     ``organizer`` is the service's own address: replies (Accept/Decline) land
     there, and it must never be the recipient, or Outlook treats the recipient
-    as the organizer and offers no response.
+    as the organizer and offers no response. ``update`` says the recipient
+    already holds this event (the subject then reads "Updated invitation").
     """
     if method not in _STATUS:
         raise ValueError(f"unsupported iTIP method {method!r}")
@@ -107,7 +110,8 @@ def build_invite(
         raise ValueError("the organizer of an invite cannot be its recipient")
     ics = build_calendar(event, method=method, sequence=sequence, organizer=organizer, dtstamp=dtstamp).to_ical()
     msg = EmailMessage(policy=POLICY)
-    _set_headers(msg, event, method=method, organizer=organizer, dtstamp=dtstamp)
+    _set_headers(msg, event, method=method, organizer=organizer, dtstamp=dtstamp,
+                 prefix=_SUBJECT_PREFIX["UPDATE" if update and method == "REQUEST" else method])
     msg.set_content(_text_body(event, method))
     msg.add_alternative(_html_body(event, method), subtype="html")
     # RFC 6047 §2.4: the method parameter must equal METHOD inside the object.
@@ -166,14 +170,14 @@ def format_when(event: RenderedEvent) -> str:
 
 
 def _set_headers(msg: EmailMessage, event: RenderedEvent, *, method: Method, organizer: str,
-                 dtstamp: datetime) -> None:
+                 dtstamp: datetime, prefix: str) -> None:
     """Every user-supplied string goes through ``header_safe``: this Python (3.11.7)
     still decodes ``=?..?=`` in headers into new lines (CVE-2024-6923)."""
     sender = Address(display_name=header_safe(_service_name(event)), addr_spec=organizer)
     recipient = event.recipient
     msg["From"] = sender
     msg["To"] = Address(display_name=header_safe(recipient.name or ""), addr_spec=recipient.email)
-    msg["Subject"] = header_safe(f"{_SUBJECT_PREFIX[method]}: {event.title} — {_day(_local(event, event.start))}")
+    msg["Subject"] = header_safe(f"{prefix}: {event.title} — {_day(_local(event, event.start))}")
     msg["Date"] = format_datetime(_utc(dtstamp))
     msg["Message-ID"] = make_msgid(domain=sender.domain)
 

@@ -393,3 +393,16 @@ def test_the_invite_policy_keeps_the_smtp_settings():
     assert (POLICY.linesep, POLICY.cte_type, POLICY.max_line_length, POLICY.utf8) == ("\r\n", "7bit", 78, False)
     # And it still folds headers it has no reason to touch, ASCII ones included, the standard way
     assert POLICY.fold("Subject", "Session 2: Setting goals") == "Subject: Session 2: Setting goals\r\n"
+
+
+def test_an_update_says_so_in_its_subject():
+    # Given a session the recipient already holds
+    event = make_event()
+    # When a first invite, an update and a cancellation are built
+    first = build_invite(event, method="REQUEST", sequence=0, organizer=ORGANIZER, dtstamp=DTSTAMP)
+    update = build_invite(event, method="REQUEST", sequence=1, organizer=ORGANIZER, dtstamp=DTSTAMP, update=True)
+    cancel = build_invite(event, method="CANCEL", sequence=2, organizer=ORGANIZER, dtstamp=DTSTAMP, update=True)
+    # Then each subject tells them apart at a glance
+    assert str(first["Subject"]).startswith("Invitation: Session 2: Setting goals")
+    assert str(update["Subject"]).startswith("Updated invitation: Session 2: Setting goals")
+    assert str(cancel["Subject"]).startswith("Cancelled: Session 2: Setting goals")
