@@ -240,17 +240,103 @@ def test_sweep_reports_nothing_lagging_after_delivery(run):
     assert json.loads(result.stdout) == {"enqueued": 0, "sessions": []}
 
 
+def users_folder(root: Path) -> dict[str, bytes]:
+    """A folder holding someone's own calsync database and outbox: what the demo must never touch."""
+    (root / "outbox").mkdir(parents=True)
+    (root / "calsync.db").write_bytes(b"SQLite format 3\x00 the user's sessions")
+    (root / "calsync.db-wal").write_bytes(b"the user's last writes")
+    (root / "outbox" / "sent.eml").write_bytes(b"Subject: the user's invite\r\n\r\n")
+    return snapshot(root)
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_demo_refuses_a_folder_it_did_not_create_and_leaves_it_as_it_was(env, tmp_path: Path):
+    # Given the operator's working folder holds their calsync.db and outbox/, and CALSYNC_DATABASE_URL points there
+    work = tmp_path / "work"
+    before = users_folder(work)
+    env = {**env, "CALSYNC_DATABASE_URL": f"sqlite:///{work / 'calsync.db'}"}
+    # When the demo is told to use that folder, by name and as "."
+    by_name = calsync(env, tmp_path, "demo", "--out", str(work))
+    dot = calsync(env, work, "demo", "--out", ".", "--json")
+    # Then each refuses in one line, exit 2, naming --out
+    for result in (by_name, dot):
+        assert result.returncode == 2, (result.stdout, result.stderr)
+        assert_one_line_error(result, "--out", "not empty")
+        assert result.stdout == ""
+    # And not one byte of the user's database or invites changed, and nothing was added
+    assert snapshot(work) == before
+
+
+def test_demo_into_an_unwritable_place_is_one_line(env, tmp_path: Path):
+    # Given places no folder can be created in: under a file, and inside /proc
+    (tmp_path / "a-file").write_text("x")
+    for place in (tmp_path / "a-file" / "demo", Path("/proc/calsync-demo")):
+        # When the demo is pointed there
+        result = calsync(env, tmp_path, "demo", "--out", str(place))
+        # Then it is one line, exit 2, naming --out
+        assert result.returncode == 2, (result.stdout, result.stderr)
+        assert_one_line_error(result, "--out")
+
+
+def test_demo_claims_only_folders_it_created(tmp_path: Path):
+    from sync.demo import MARKER, FolderRefused, claim_folder
+
+    # Given a folder that does not exist yet
+    fresh = tmp_path / "fresh" / "demo"
+    # When the demo claims it
+    assert claim_folder(fresh) == fresh.resolve()
+    # Then it is created with the demo's marker in it
+    assert (fresh / MARKER).is_file()
+    # Given an empty folder the operator made for the demo
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    # When the demo claims it, Then it adopts it
+    claim_folder(empty)
+    assert (empty / MARKER).is_file()
+    # Given a folder an earlier demo created, holding that demo's files and one of the operator's
+    (fresh / "outbox").mkdir()
+    (fresh / "calsync.db").write_text("old demo")
+    (fresh / "outbox" / "old.eml").write_text("old demo")
+    (fresh / "notes.txt").write_text("mine")
+    # When the demo claims it again, Then it is accepted and the operator's file is still there
+    claim_folder(fresh)
+    assert (fresh / "notes.txt").read_text() == "mine"
+    # Given folders the demo did not create: holding the user's data, a file, a place under a file
+    users = tmp_path / "users"
+    before = users_folder(users)
+    (tmp_path / "a-file").write_text("x")
+    for place in (users, tmp_path / "a-file", tmp_path / "a-file" / "demo"):
+        # When the demo claims one, Then it refuses, naming --out, and leaves everything as it was
+        with pytest.raises(FolderRefused, match="--out"):
+            claim_folder(place)
+    assert snapshot(users) == before
+    # And a marker that is a folder, not the file the demo writes, does not make a folder the demo's
+    fake = tmp_path / "fake"
+    (fake / MARKER).mkdir(parents=True)
+    with pytest.raises(FolderRefused):
+        claim_folder(fake)
+
+
 def test_demo_prints_a_table_and_leaves_readable_invites(env, tmp_path: Path):
-    # Given settings that point at servers that do not exist
-    env = {**env, "CALSYNC_BROKER_URL": "redis://127.0.0.1:1/0", "CALSYNC_DATABASE_URL": "postgresql://nowhere/x",
+    # Given settings that point at servers that do not exist, and at the operator's own SQLite database
+    work = tmp_path / "work"
+    users = users_folder(work / "mine")
+    env = {**env, "CALSYNC_BROKER_URL": "redis://127.0.0.1:1/0",
+           "CALSYNC_DATABASE_URL": f"sqlite:///{work / 'mine' / 'calsync.db'}",
            "CALSYNC_GOOGLE_API_URL": "http://127.0.0.1:1/", "CALSYNC_GOOGLE_TOKEN_URL": "http://127.0.0.1:1/token",
            "CALSYNC_MS_CLIENT_ID": "elsewhere", "CALSYNC_MS_AUTHORITY_URL": "https://127.0.0.1:1",
            "CALSYNC_GRAPH_URL": "https://127.0.0.1:1/v1.0"}
-    out = tmp_path / "demo"
-    # When the demo runs
-    result = calsync(env, tmp_path, "demo", "--out", str(out))
+    out = work / "demo-out"
+    # When the demo runs with its default folder
+    result = calsync(env, work, "demo")
     # Then it ignores them, runs embedded with its own Google and Graph emulators, and prints the summary tables
     assert result.returncode == 0, result.stderr
+    # And it wrote only into ./demo-out, which it created and marked as its own; the user's database is untouched
+    assert (out / ".calsync-demo").is_file() and (out / "calsync.db").is_file()
+    assert snapshot(work / "mine") == users
     lines = result.stdout.splitlines()
     header = next(line for line in lines if line.startswith("person\t"))
     assert header.split("\t") == ["person", "session", "channel", "state", "what landed"]
@@ -275,12 +361,14 @@ def test_demo_prints_a_table_and_leaves_readable_invites(env, tmp_path: Path):
     # And Katherine leaving the kickoff on Outlook mailed no one: the only CANCELs are Alan's withdrawn
     # invites and Grace's cancelled session
     assert {to for to, method, *_ in sent if method == "CANCEL"} == {"alan@example.com", "grace@example.com"}
-    # When it runs again, as JSON
+    # When it runs again in the folder it created, named explicitly, as JSON
     again = calsync(env, tmp_path, "demo", "--out", str(out), "--json")
-    # Then it starts from scratch and reports the same outcome
+    # Then it starts from scratch and reports the same outcome, with its database in that folder
     assert again.returncode == 0, again.stderr
     report = json.loads(again.stdout)
     assert report["problems"] == [] and len(invites(out / "outbox")) == len(sent)
+    assert report["database"] == f"sqlite:///{out / 'calsync.db'}"
+    assert snapshot(work / "mine") == users
     assert {r["state"] for r in report["rows"]} == {"placed", "withdrawn"}
     assert report["google"].startswith("http://127.0.0.1:") and report["outlook"].startswith("https://127.0.0.1:")
     # And what landed on the calendars was read back: Alan's kickoff is a Google event again,

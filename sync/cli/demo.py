@@ -13,16 +13,21 @@ from sync.cli.usage import OneLineCommand
 
 @click.command(cls=OneLineCommand)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"),
-              show_default=True, help="Folder for the demo's SQLite database and its outbox of .eml invites.")
+              show_default=True,
+              help="The demo's own folder, for its SQLite database and its outbox of .eml invites: created if "
+                   "absent, adopted if empty, reused only if an earlier demo created it (it holds .calsync-demo).")
 @json_option
 def demo(out: Path, as_json: bool) -> None:
     """Book, reschedule, edit and cancel a small program on Google Calendar, Outlook and by email.
 
-    Uses SQLite, the in-process memory:// broker, a file outbox in --out and
-    local Google Calendar and Microsoft Graph emulators on 127.0.0.1, ignoring
-    CALSYNC_* settings for those, so it needs no servers. Exits 1 if what
-    landed (the .eml files, the emulated calendars) does not match what the
-    store recorded.
+    Uses SQLite in --out, the in-process memory:// broker, a file outbox in
+    --out and local Google Calendar and Microsoft Graph emulators on
+    127.0.0.1, ignoring CALSYNC_* settings for those (CALSYNC_DATABASE_URL
+    included), so it needs no servers and never touches a real database.
+    Every run deletes the previous run's database and invites, so --out must
+    be new, empty, or a folder an earlier demo created; any other folder is
+    refused (exit 2). Exits 1 if what landed (the .eml files, the emulated
+    calendars) does not match what the store recorded.
     """
     from sync import demo as demo_run
 
