@@ -249,8 +249,15 @@ def parse_session(data: Any) -> Session:
 def load_json(raw: bytes) -> list[Any]:
     """Decode platform input (one object or an array) into a list of candidate sessions.
 
+    Whatever the bytes are, the answer is an ``input`` field error, never a
+    crash: the CLI turns it into one line with exit status 2. Besides syntax
+    errors, Python's json module raises ``RecursionError`` for arrays or
+    objects nested deeper than the interpreter's stack allows (100,000 ``[``
+    on stdin), and ``ValueError`` for an integer of more than 4,300 digits
+    (CVE-2020-10735's limit).
+
     Raises:
-      InvalidInput: if the bytes are not UTF-8 JSON.
+      InvalidInput: if the bytes are not UTF-8 JSON that Python can hold.
     """
     try:
         text = raw.decode("utf-8")
@@ -261,5 +268,11 @@ def load_json(raw: bytes) -> list[Any]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         reason = f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        raise InvalidInput([FieldError("input", reason)]) from None
+    except RecursionError:
+        raise InvalidInput([FieldError("input", "JSON nested too deeply (arrays or objects inside each other "
+                                                "beyond what can be read)")]) from None
+    except ValueError as exc:  # e.g. an integer with more digits than int() accepts
+        reason = f"not usable JSON: {' '.join(str(exc).split(';')[0].split())}"
         raise InvalidInput([FieldError("input", reason)]) from None
     return data if isinstance(data, list) else [data]
