@@ -11,6 +11,11 @@ from sync.cli.diagnose import unverified
 from sync.cli.output import emit_json, json_option, table
 from sync.cli.usage import OneLineGroup
 
+#: The widest --days window: a century. Sessions fall in the years 1900–9000, and a window past
+#: year 9999 cannot even be computed (``now + timedelta(days=100_000_000)`` overflows), so a
+#: larger value is an operator's typo, reported as one usage line rather than a traceback.
+MAX_DAYS = 36_500
+
 
 @click.group(cls=OneLineGroup)
 def drift() -> None:
@@ -20,8 +25,8 @@ def drift() -> None:
 @drift.command()
 @click.option("--user", "user_id", metavar="ID", help="Only this person's calendar.")
 @click.option("--all", "everything", is_flag=True, help="Everyone's calendars (the default).")
-@click.option("--days", type=click.IntRange(min=1), default=14, show_default=True,
-              help="Sessions starting within this many days.")
+@click.option("--days", type=click.IntRange(min=1, max=MAX_DAYS), default=14, show_default=True,
+              help=f"Sessions starting within this many days (1 to {MAX_DAYS:,}).")
 @json_option
 def scan(user_id: str | None, everything: bool, days: int, as_json: bool) -> None:
     """Compare upcoming calendar placements with their sessions (emailed invites cannot be read back).
