@@ -5,6 +5,12 @@ sorted set of ``redis_message_id`` scored by death time in ms) with its
 payload in ``<ns>:<queue>.XQ.msgs``, keeps it 7 days, and ships no tool to
 look at it or put it back. This is that tool; the key layout is Dramatiq's
 ``brokers/redis/dispatch.lua``.
+
+A dead letter has two ids: the Redis one it is filed under (new on every
+enqueue, so a retried message gets a fresh one) and Dramatiq's
+``message_id``, which stays with the message for life and is the one the
+worker's log lines print ("Retries exceeded for message '…'"). Looking one up
+accepts either, so an operator can go from a log line straight to the letter.
 """
 
 from __future__ import annotations
@@ -79,6 +85,7 @@ class DeadLetter:
         m = self.message
         return {
             "id": self.id,
+            "message_id": m.message_id if m else None,
             "actor": m.actor_name if m else None,
             "args": list(m.args) if m else [],
             "kwargs": dict(m.kwargs) if m else {},
@@ -89,7 +96,7 @@ class DeadLetter:
 
     def detail(self) -> dict[str, Any]:
         m = self.message
-        data = {**self.summary(), "queue": m.queue_name if m else None, "message_id": m.message_id if m else None,
+        data = {**self.summary(), "queue": m.queue_name if m else None,
                 "enqueued_at": _from_ms(m.message_timestamp).isoformat() if m else None,
                 "options": {k: v for k, v in self.options.items() if k != "traceback"},
                 "traceback": self.options.get("traceback")}
@@ -142,10 +149,46 @@ class DeadLetters:
         return self._load(entries)
 
     def get(self, dead_id: str) -> DeadLetter:
+        """The dead letter filed under Redis id ``dead_id``, or else the one whose Dramatiq
+        ``message_id`` it is (what worker logs print).
+
+        The Redis id is one lookup; the message id needs a pass over the
+        payloads, which is fine for a queue Dramatiq empties after 7 days.
+        Two dead copies of one message (a retried letter that died again
+        while its old copy stayed) are refused rather than guessed between.
+        """
         score = self.client.zscore(self.key, dead_id)
-        if score is None:
+        if score is not None:
+            return self._load([(dead_id.encode(), score)])[0]
+        matches = self._by_message_id(dead_id)
+        if not matches:
+            raise NotFound(f"no dead letter {dead_id!r}, by Redis id or message id (see `calsync dead-letters list`)")
+        if len(matches) > 1:
+            raise InvalidInput([FieldError(dead_id, f"message id of {len(matches)} dead letters: "
+                                                    f"{', '.join(sorted(matches))}; give one of those ids")])
+        [redis_id] = matches
+        score = self.client.zscore(self.key, redis_id)
+        if score is None:  # purged or retried since we looked
             raise NotFound(f"no dead letter {dead_id!r} (see `calsync dead-letters list`)")
-        return self._load([(dead_id.encode(), score)])[0]
+        return self._load([(redis_id.encode(), score)])[0]
+
+    def _by_message_id(self, message_id: str) -> list[str]:
+        """Redis ids of the dead payloads carrying this Dramatiq message id.
+
+        A cheap byte search first (the id appears verbatim in the JSON), then a
+        decode to be sure it is the message's own id and not, say, an argument.
+        """
+        needle = message_id.encode()
+        found = []
+        for redis_id, raw in self.client.hscan_iter(self.payloads, count=500):
+            if needle not in raw:
+                continue
+            try:
+                if Message.decode(raw).message_id == message_id:
+                    found.append(_text(redis_id))
+            except DecodeError:
+                continue
+        return found
 
     def retry(self, dead_ids: Iterable[str]) -> list[Retried]:
         """Put each message back on its queue with its retry budget reset, then drop the dead copy.
@@ -163,6 +206,12 @@ class DeadLetters:
     def retry_all(self) -> list[Retried]:
         """Every dead letter that decodes; one that does not is left for ``purge`` (nothing could run it)."""
         return [self._requeue(letter) for letter in self.list() if letter.message is not None]
+
+    def older_than(self, age: timedelta, now: datetime | None = None) -> list[DeadLetter]:
+        """The dead letters ``purge`` would delete, oldest first: what ``purge --dry-run``
+        lists and what a purge without ``--yes`` counts."""
+        cutoff = (now or datetime.now(timezone.utc)) - age
+        return self._load(self.client.zrangebyscore(self.key, "-inf", f"({_to_ms(cutoff)}", withscores=True))
 
     def purge(self, older_than: timedelta, now: datetime | None = None) -> list[str]:
         """Delete dead letters that died before ``now - older_than``; returns their ids."""

@@ -72,7 +72,11 @@ def list_(as_json: bool) -> None:
 @click.argument("dead_id", metavar="ID")
 @json_option
 def show(dead_id: str, as_json: bool) -> None:
-    """Show dead letter ID in full, traceback included."""
+    """Show dead letter ID in full, traceback included.
+
+    ID is the id `list` shows (Redis's) or the message id a worker's log
+    line printed ("Retries exceeded for message '…'").
+    """
     with _dead_letters() as dlq:
         data = dlq.get(dead_id).detail()
     if as_json:
@@ -93,6 +97,8 @@ def show(dead_id: str, as_json: bool) -> None:
 @json_option
 def retry(dead_id: str | None, every: bool, as_json: bool) -> None:
     """Put dead letter ID (or --all) back on the queue with its retries reset.
+
+    ID is the id `list` shows or the message id from a worker's log line.
 
     Each is enqueued before its dead copy is removed, so an interruption can
     duplicate a message (harmless: the worker's reconcile is idempotent) but
@@ -116,17 +122,44 @@ def retry(dead_id: str | None, every: bool, as_json: bool) -> None:
 
 @dead_letters.command()
 @click.option("--older-than", "older_than", metavar="DURATION", help="e.g. 7d, 12h, 30m.")
+@click.option("--yes", is_flag=True, help="Really delete them (without it, nothing is deleted).")
+@click.option("--dry-run", is_flag=True, help="List what would be deleted, and delete nothing.")
 @json_option
-def purge(older_than: str | None, as_json: bool) -> None:
-    """Delete dead letters that died more than DURATION ago."""
+def purge(older_than: str | None, yes: bool, dry_run: bool, as_json: bool) -> None:
+    """Delete dead letters that died more than DURATION ago; needs --yes.
+
+    A dead letter is the only copy of work Dramatiq gave up on, and
+    ``--older-than 0s`` matches every one of them, so deleting takes an explicit
+    --yes; without it the command says what it would delete and exits 2.
+    --dry-run lists them instead.
+    """
     from sync.cli.usage import UsageError
     from sync.deadletters import parse_duration
 
     if older_than is None:
         raise UsageError("--older-than DURATION is required, e.g. --older-than 7d")
+    if yes and dry_run:
+        raise UsageError("give --dry-run or --yes, not both")
     age = parse_duration(older_than)
     with _dead_letters() as dlq:
-        purged = dlq.purge(age)
+        if not yes:
+            due = [d.summary() for d in dlq.older_than(age)]
+        else:
+            purged = dlq.purge(age)
+    if dry_run:
+        if as_json:
+            emit_json({"older_than": older_than, "dry_run": True, "would_purge": len(due), "purged": 0,
+                       "dead_letters": due})
+            return
+        if due:
+            table(["id", "actor", "args", "died_at", "retries", "last_error"],
+                  [[r["id"], r["actor"], _args(r["args"]), _when(r["died_at"]), r["retries"], r["last_error"]]
+                   for r in due])
+        click.echo(f"dry run: would purge {len(due)} dead letter(s) older than {older_than}; nothing deleted")
+        return
+    if not yes:
+        raise UsageError(f"would purge {len(due)} dead letter(s) older than {older_than}; nothing deleted: "
+                         "add --yes to delete them (--dry-run lists them)")
     if as_json:
         emit_json({"older_than": older_than, "purged": len(purged), "ids": purged})
     else:
