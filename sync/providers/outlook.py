@@ -241,9 +241,13 @@ class OutlookChannel:
                 self._call(mb, "PATCH", f"{self._events_path(mb)}/{target.external_id}", "updating the event",
                            json=to_graph(event))
             except PermanentError as exc:
-                if exc.status == 404 and not isinstance(exc, AuthError):
+                if exc.status != 404 or isinstance(exc, AuthError):
+                    raise
+                if not target.in_doubt:
                     raise EventGone("the person deleted the event in Outlook; resync re-creates it") from None
-                raise
+                # An earlier delete of ours may have removed it, its answer lost: not the person's
+                # doing, and the copy is wanted — a new event, under the next generation.
+                return self._create(mb, event, target.generation + 1)
             return Receipt(target.external_id, "updated")
         # No recorded id: a first create, or (maybe_exists) one whose answer was lost.
         existing = self._find(mb, event) if target.maybe_exists else []
@@ -251,14 +255,17 @@ class OutlookChannel:
             self._call(mb, "PATCH", f"{self._events_path(mb)}/{existing[0]}", "updating the found event",
                        json=to_graph(event))
             return Receipt(existing[0], "found and updated")
+        return self._create(mb, event, target.generation)
+
+    def _create(self, mb: _Mailbox, event: RenderedEvent, generation: int) -> Receipt:
         # The transactionId is per generation: after a withdrawal Graph must not hand
         # back the deleted event as "the same create".
         resp = self._call(mb, "POST", self._events_path(mb), "creating the event",
-                          json=for_create(event, target.generation))
+                          json=for_create(event, generation))
         created = self._json(resp, "creating the event")
         if "id" not in created:
             raise TransientError("Graph answered a create without an event id")
-        return Receipt(str(created["id"]), "created")
+        return Receipt(str(created["id"]), "created", generation)
 
     def withdraw(self, target: Target, event: RenderedEvent) -> Receipt:
         """Delete every copy that may exist: the recorded one, and every copy found by tag
