@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from sync import limits, metrics
+from sync import limits, logcontext, metrics
 from sync.channels import Receipt, Target
 from sync.errors import AuthError, ChannelError, EventGone, Misconfigured, PermanentError, TransientError
 from sync.plan import Action, Kind
@@ -62,7 +62,9 @@ class Before:
 def apply(rt: Runtime, session_id: str, revision: int, action: Action, integration_id: int | None,
           token: str) -> Outcome:
     try:
-        outcome = _apply(rt, session_id, revision, action, integration_id, token)
+        with logcontext.bound(session_id=session_id, user_id=action.user_id, channel=action.channel,
+                              action=action.kind.value):
+            outcome = _apply(rt, session_id, revision, action, integration_id, token)
     except LeaseLost as exc:
         log.warning("%s/%s of %s: %s", action.user_id, action.channel, session_id, exc)
         outcome = Outcome(ok=False, error=str(exc), label="lost_lease")

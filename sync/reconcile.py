@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from sync import logcontext
 from sync.apply import apply
 from sync.desired import plan_session
 from sync.plan import Action, Kind
@@ -73,6 +74,11 @@ def snapshot(rt: Runtime, session_id: str, *, retry_failed: bool = False) -> Sna
 
 
 def reconcile(rt: Runtime, session_id: str, *, retry_failed: bool = False) -> Report:
+    with logcontext.bound(session_id=session_id):
+        return _reconcile(rt, session_id, retry_failed)
+
+
+def _reconcile(rt: Runtime, session_id: str, retry_failed: bool) -> Report:
     report = Report(session_id)
     for _ in range(MAX_REROUTES):
         snap = snapshot(rt, session_id, retry_failed=retry_failed)

@@ -428,3 +428,34 @@ print("ok")
                           timeout=60)
     # Then its global broker is still its own, and no top-level `worker` module came with calsync
     assert done.stdout.strip() == "ok", done.stderr
+
+
+def test_json_log_lines_carry_session_user_channel_and_action(runtime: Runtime, channel: RecordingChannel):
+    import io
+    import json
+    import logging
+
+    from sync.cli.jsonlog import JsonFormatter
+
+    # Given JSON logging, and a channel that crashes for the mentor
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("sync")
+    logger.addHandler(handler)
+
+    def explode(op, target):
+        if target.user_id == "u-1":
+            raise ValueError("boom")
+
+    channel.before = explode
+    api.upsert_session(session_data(), rt=runtime, enqueue=False)
+    try:
+        # When the session is reconciled
+        reconcile(runtime, "sess-42")
+    finally:
+        logger.removeHandler(handler)
+    # Then the error line says which session, person, channel and action, as fields
+    [line] = [json.loads(raw) for raw in out.getvalue().splitlines() if "boom" in raw]
+    assert {k: line[k] for k in ("session_id", "user_id", "channel", "action")} == {
+        "session_id": "sess-42", "user_id": "u-1", "channel": "email", "action": "create"}

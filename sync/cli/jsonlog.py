@@ -11,6 +11,8 @@ import json
 import logging
 from datetime import datetime, timezone
 
+from sync import logcontext
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -22,6 +24,9 @@ class JsonFormatter(logging.Formatter):
             "thread": record.threadName,
             "message": record.getMessage(),
         }
+        # Structured fields: bound by the engine around the work, or passed with ``extra=``.
+        line.update(logcontext.current())
+        line.update({k: str(getattr(record, k)) for k in logcontext.FIELDS if getattr(record, k, None) is not None})
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         return json.dumps(line, ensure_ascii=False)
