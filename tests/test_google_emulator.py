@@ -1,7 +1,7 @@
 """The Google Calendar emulator, driven through the real google-api-python-client and google-auth.
 
-What these tests pin down is that the emulator answers the way Google does (as sourced in
-notes/providers.md §1) for the requests calsync makes, so provider tests written against it mean
+What these tests pin down is that the emulator answers the way Google does (as the Calendar API
+reference documents it, summarised in the emulator's docstring) for the requests calsync makes, so provider tests written against it mean
 something. Raw HTTP (requests) is used only where the real client cannot express the request.
 """
 
@@ -180,7 +180,7 @@ def test_updating_a_cancelled_event_is_forbidden_unless_revival_is_configured(em
     insert(service, event_body())
     service.events().delete(calendarId="primary", eventId="sess42u1v3").execute()
 
-    # When it is updated with the default (unsettled on Google, providers.md §1.5)
+    # When it is updated with the default (Google's documentation does not settle it)
     err = http_error(lambda: service.events().update(calendarId="primary", eventId="sess42u1v3",
                                                      body=event_body()).execute())
     # Then 403, as one report says; and with revive_cancelled the update brings it back

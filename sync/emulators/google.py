@@ -20,7 +20,7 @@ service path: ``http://127.0.0.1:PORT/calendar/v3/`` (the real one is
 ``_urljoin`` adds one). Passing the bare root (``emu.url``) sends requests to
 ``/calendars/primary/events``, which this emulator answers 404 exactly as Google would for
 ``https://www.googleapis.com/calendars/...``: a configuration that works here works against Google.
-The batch URI is not derived from ``api_endpoint`` (see providers.md §1.4); batch is not
+The batch URI is not derived from ``api_endpoint`` (google-api-python-client takes it from the discovery document's ``batchPath``); batch is not
 emulated (``/batch/calendar/v3`` answers 501).
 
 Python API (all thread-safe; configuration attributes may change at any time):
@@ -56,7 +56,7 @@ Endpoints (paths as in the shipped discovery document ``calendar.v3.json``):
 - ``auth_url`` (GET): consent page that 302-redirects at once to ``redirect_uri?code&state&scope``.
 - ``userinfo_url`` (``/oauth2/v3/userinfo``; v1/v2 too), ``/oauth2/v3/tokeninfo``, ``revoke_url``.
 
-Behaviour worth knowing (each mirrors Google as documented in notes/providers.md §1):
+Behaviour worth knowing (each mirrors Google's Calendar API reference):
 
 - Client-chosen ids: base32hex ``[a-v0-9]{5,1024}`` else 400 ``invalid`` "Invalid resource id value.";
   a second insert of an id (or iCalUID) that exists in the calendar — including a deleted

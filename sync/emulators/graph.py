@@ -105,8 +105,8 @@ Graph endpoints (under ``/v1.0``; ``{owner}`` = ``me`` | ``users/{id | userPrinc
   ``fail_next`` faults apply to items (the ``$batch`` request itself only with ``path_contains``).
   Other Graph paths answer 400 ``BadRequest`` "Resource not found for the segment ...".
 
-Behaviour worth knowing (sources in notes/providers.md §3-4 unless said otherwise; error codes
-and wording not sourced there follow what AAD and Graph are publicly reported to answer and were
+Behaviour worth knowing (as Microsoft's identity platform and Graph references document them; error
+codes and wording they do not document follow what AAD and Graph are publicly reported to answer and were
 not checked against the live service — match on status and ``error``/``code``, never on text):
 
 - MSAL itself (1.39, observed here): a 4xx from the token endpoint comes back as the error dict, a
