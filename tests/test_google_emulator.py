@@ -1,8 +1,9 @@
 """The Google Calendar emulator, driven through the real google-api-python-client and google-auth.
 
 What these tests pin down is that the emulator answers the way Google does (as the Calendar API
-reference documents it, summarised in the emulator's docstring) for the requests calsync makes, so provider tests written against it mean
-something. Raw HTTP (requests) is used only where the real client cannot express the request.
+reference documents it, summarised in the emulator's docstring) for the requests calsync makes, so
+provider tests written against it mean something. Raw HTTP (requests) is used only where the real
+client cannot express the request.
 """
 
 from __future__ import annotations
