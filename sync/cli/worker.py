@@ -16,10 +16,28 @@ from sync.cli.usage import OneLineCommand
 LOGGING_MODULE = "sync.cli.worker_logging"
 
 
+def _usable_log_config(ctx: click.Context, param: click.Parameter, path: Path | None) -> Path | None:
+    """Apply the file here once, so one that logging refuses is a one-line usage error, exit 2.
+
+    Otherwise every worker process would die importing it, each with a
+    traceback, after Dramatiq had started. Applying it in this process is
+    harmless: the command replaces itself with Dramatiq right after.
+    """
+    if path is None:
+        return None
+    from sync.cli.worker_logging import LogConfigError, apply
+
+    try:
+        apply(path)
+    except LogConfigError as exc:
+        raise click.BadParameter(f"{path}: {exc}", ctx=ctx, param=param) from None
+    return path
+
+
 @click.command(cls=OneLineCommand, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--processes", "-p", type=click.IntRange(min=1), help="Worker processes (default: one per CPU).")
 @click.option("--threads", "-t", type=click.IntRange(min=1), help="Threads per process (default: 8).")
-@click.option("--log-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--log-config", type=click.Path(exists=True, dir_okay=False, path_type=Path), callback=_usable_log_config,
               help="A logging dictConfig JSON file (see config/logging.json) applied in every worker process.")
 @click.argument("dramatiq_args", nargs=-1, type=click.UNPROCESSED)
 def worker(processes: int | None, threads: int | None, log_config: Path | None,
