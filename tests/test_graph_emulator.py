@@ -1,7 +1,8 @@
 """The Microsoft identity platform + Graph emulator, driven through the real msal and requests.
 
-What these tests pin down is that the emulator answers the way Microsoft does (as Microsoft's identity platform and Graph
-reference document it, summarised in the emulator's docstring) for the requests calsync makes, and that
+What these tests pin down is that the emulator answers the way Microsoft does (as Microsoft's
+identity platform and Graph references document it, summarised in the emulator's docstring) for the
+requests calsync makes, and that
 the real MSAL accepts it as an authority — so Outlook provider tests written against it mean
 something.
 """

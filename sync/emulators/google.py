@@ -20,8 +20,8 @@ service path: ``http://127.0.0.1:PORT/calendar/v3/`` (the real one is
 ``_urljoin`` adds one). Passing the bare root (``emu.url``) sends requests to
 ``/calendars/primary/events``, which this emulator answers 404 exactly as Google would for
 ``https://www.googleapis.com/calendars/...``: a configuration that works here works against Google.
-The batch URI is not derived from ``api_endpoint`` (google-api-python-client takes it from the discovery document's ``batchPath``); batch is not
-emulated (``/batch/calendar/v3`` answers 501).
+The batch URI is not derived from ``api_endpoint`` (google-api-python-client takes it from the
+discovery document's ``batchPath``); batch is not emulated (``/batch/calendar/v3`` answers 501).
 
 Python API (all thread-safe; configuration attributes may change at any time):
 
