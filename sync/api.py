@@ -199,3 +199,24 @@ def get_session(session_id: str, *, rt: Runtime | None = None) -> SessionView:
         if session is None or row is None:
             raise NotFound(f"session {session_id!r} does not exist")
         return SessionView(session, row.revision, row.synced_revision, placements.for_session(db, session_id))
+
+
+def intake_schema() -> dict[str, Any]:
+    """The JSON Schema of one session as the platform sends it, published as docs/session.schema.json.
+
+    Generated from the validating model, so it cannot drift from what intake
+    accepts; checks the schema cannot express (end after start, a link or a
+    place, unique participants, the organizer's address) are in its description.
+    """
+    schema = Session.model_json_schema(mode="validation")
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://github.com/calsync/calsync/docs/session.schema.json",
+        **schema,
+        "title": "calsync session",
+        "description": ("A mentoring session as the platform sends it to `calsync sessions upsert` or "
+                        "`sync.api.upsert_session`. Also checked: `end` after `start`; a `meeting_url`, a "
+                        "`location` or both; unique `user_id` and `email` among participants; no participant "
+                        "with the organizer's address (CALSYNC_MAIL_FROM); `start`/`end` in the years 1900-9000 "
+                        "in UTC. Unknown fields are dropped."),
+    }

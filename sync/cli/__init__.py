@@ -26,14 +26,19 @@ class CalsyncGroup(OneLineGroup):
         try:
             return super().invoke(ctx)
         except (ConfigError, InvalidInput, NotFound) as exc:
-            raise UsageError(" ".join(str(exc).split())) from None
+            raise UsageError(one_line(exc)) from None
         except ChannelError as exc:  # a provider refused or is down: the operator's to act on, not a bug
-            raise click.ClickException(" ".join(str(exc).split())) from None
+            raise click.ClickException(one_line(exc)) from None
         except Exception as exc:
             message = _unreachable(exc)
             if message is None:
                 raise
             raise click.ClickException(message) from None
+
+
+def one_line(exc: BaseException) -> str:
+    """An error on one line; several problems (every invalid setting, say) joined by "; "."""
+    return "; ".join(" ".join(line.split()) for line in str(exc).splitlines() if line.strip())
 
 
 def _unreachable(exc: Exception) -> str | None:

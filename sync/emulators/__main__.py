@@ -1,0 +1,57 @@
+"""Start a local provider emulator by hand: ``python -m sync.emulators google|outlook``.
+
+For trying calsync against a calendar without Google or Microsoft: it prints
+the ``CALSYNC_*`` settings that point calsync at it and, for each ``--user``,
+a refresh token to hand to ``calsync integrations import``; then it serves
+until interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sync.emulators", description=__doc__.splitlines()[0])
+    parser.add_argument("provider", choices=["google", "outlook"])
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free one)")
+    parser.add_argument("--user", action="append", default=[], metavar="EMAIL",
+                        help="an account to create; its refresh token is printed (repeatable)")
+    args = parser.parse_args(argv)
+    if not 0 <= args.port <= 65535:
+        parser.error("--port must be between 0 and 65535")
+    if args.provider == "google":
+        from sync.emulators.google import GoogleEmulator
+
+        google = GoogleEmulator(port=args.port)
+        settings = {"CALSYNC_GOOGLE_CLIENT_ID": "local", "CALSYNC_GOOGLE_CLIENT_SECRET": "local",
+                    "CALSYNC_GOOGLE_API_URL": google.url, "CALSYNC_GOOGLE_TOKEN_URL": google.token_url,
+                    "CALSYNC_GOOGLE_AUTH_URL": google.auth_url, "CALSYNC_GOOGLE_REVOKE_URL": google.revoke_url,
+                    "CALSYNC_GOOGLE_USERINFO_URL": google.userinfo_url}
+        emulator = google
+    else:
+        from sync.emulators.graph import GraphEmulator
+
+        graph = GraphEmulator(port=args.port)
+        settings = {"CALSYNC_MS_CLIENT_ID": "local", "CALSYNC_MS_CLIENT_SECRET": "local",
+                    "CALSYNC_MS_AUTHORITY_URL": graph.authority_url, "CALSYNC_GRAPH_URL": graph.graph_url,
+                    "CALSYNC_MS_CA_BUNDLE": graph.ca_file}
+        emulator = graph
+    for name, value in settings.items():
+        print(f"export {name}={value}")
+    for address in args.user:
+        print(f"# refresh token for {address}: {emulator.add_user(address)}")
+    print(f"# serving {args.provider} until interrupted (Ctrl-C)", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emulator.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
