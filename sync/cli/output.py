@@ -7,6 +7,7 @@ work on it; rich is imported only when a terminal will actually see a table.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -21,13 +22,24 @@ def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
+#: Control characters that survive ``str.split()``: NUL, backspace, ESC (terminal escape sequences), DEL, C1.
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]")
+
+
+def one_line(text: str) -> str:
+    """``text`` as one printable line: whitespace runs (CR, LF, tab…) become one space, and other control
+    characters are shown escaped (``\\x1b``), so an id or a provider's error text can neither split a
+    line a script reads, nor forge a tab-separated column, nor drive the operator's terminal."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", " ".join(text.split()))
+
+
 def cell(value: Any) -> str:
     """One table cell on one line: values may carry provider error text with newlines."""
     if value is None:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    return " ".join(str(value).split()) or "-"
+    return one_line(str(value)) or "-"
 
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None) -> None:

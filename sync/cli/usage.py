@@ -16,13 +16,22 @@ USAGE_ERROR = 2
 
 
 class UsageError(click.ClickException):
-    """A calsync error the operator can fix; click prints it as one ``Error:`` line."""
+    """A calsync error the operator can fix; click prints it as one ``Error:`` line.
+
+    The message is made one printable line here, whoever raised it, because it
+    may quote what the operator typed (an id with CR/LF, a path with an ESC).
+    """
 
     exit_code = USAGE_ERROR
 
+    def format_message(self) -> str:
+        from sync.cli.output import one_line
+
+        return one_line(super().format_message())
+
 
 def _one_line(exc: click.UsageError, ctx: click.Context) -> click.ClickException:
-    return UsageError(f"{' '.join(exc.format_message().split())} (see `{ctx.command_path} --help`)")
+    return UsageError(f"{exc.format_message()} (see `{ctx.command_path} --help`)")
 
 
 class _OneLineParsing:
