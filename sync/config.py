@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, EmailStr, Field, SecretStr, ValidationError, ValidationInfo, field_validator
@@ -154,6 +154,9 @@ class Settings(BaseSettings):
     sweep_interval_seconds: Annotated[int, Field(ge=0)] = 300
     #: Worker threads for the in-process worker of ``memory://`` (0 would wait forever on the queue).
     embedded_worker_threads: AtLeastOne = 4
+    #: Sessions that have already ended: ``skip`` places no new copy of them (updates and
+    #: withdrawals of copies people already hold still go out); ``send`` treats them like any other.
+    past_sessions: Literal["skip", "send"] = "skip"
     #: Port of the workers' Prometheus endpoint (Dramatiq's and calsync's metrics); 0 turns it off.
     metrics_port: Annotated[int, Field(ge=0, le=65_535)] = 0
     #: Address the metrics endpoint binds; loopback unless a scraper elsewhere needs it.

@@ -35,7 +35,7 @@ class SessionPlan:
 
 def plan_session(session: SessionLike, recorded: Iterable[Recorded], usable: Iterable[Usable],
                  channels: Collection[str], *, revision: int = 0, retry_failed: bool = False,
-                 now: datetime | None = None) -> SessionPlan:
+                 now: datetime | None = None, place_past: bool = True) -> SessionPlan:
     recs = list(recorded)
     creds = {(u.user_id, u.provider): u.integration_id for u in usable if u.provider in channels}
     routes = {u.user_id: u.provider for u in usable if u.active and (u.user_id, u.provider) in creds}
@@ -52,5 +52,5 @@ def plan_session(session: SessionLike, recorded: Iterable[Recorded], usable: Ite
     # until the person reconnects, and the planner must not try.
     reachable = [r for r in recs if r.channel == "email" or not r.live or (r.user_id, r.channel) in creds]
     actions = plan(desired, reachable, render_for, cancelled=cancelled, retry_failed=retry_failed,
-                   revision=revision, now=now)
+                   revision=revision, now=now, place_past=place_past)
     return SessionPlan(actions, creds)

@@ -112,7 +112,8 @@ def _waiting(rec: Recorded, act: Callable[[Kind, int, str], Action], settled: bo
     return replace(action, settled=settled or rec.state == State.FAILED)
 
 
-def _place(want: Desired, rec: Recorded | None, floor: int, retry_failed: bool, now: datetime | None) -> Action:
+def _place(want: Desired, rec: Recorded | None, floor: int, retry_failed: bool, now: datetime | None,
+           place_past: bool = True) -> Action:
     """Bring one person's copy on their current channel and address in line.
 
     ``rec.sequence`` is the highest SEQUENCE that may have gone out (it is
@@ -131,6 +132,10 @@ def _place(want: Desired, rec: Recorded | None, floor: int, retry_failed: bool, 
 
     if rec is not None and not retry_failed and rec.waiting(want.revision, now):
         return _waiting(rec, act, settled=False)
+    if not place_past and now is not None and ev.end <= now and (rec is None or not rec.live):
+        # Nobody wants a fresh invite for a session that is over; updates and withdrawals of
+        # copies people already hold still go out.
+        return act(Kind.NOTHING, rec.sequence if rec else floor, "the session has ended; no new copy is placed")
     if rec is None or rec.state == State.PENDING:
         return act(Kind.CREATE, floor, "new placement")
     if not rec.live and rec.revision == 0 and rec.state not in (State.WITHDRAWN, State.DRIFT):
@@ -172,6 +177,7 @@ def plan(
     retry_failed: bool = False,
     revision: int = 0,
     now: datetime | None = None,
+    place_past: bool = True,
 ) -> list[Action]:
     """Every action needed so each person holds exactly the copy ``desired`` says.
 
@@ -184,6 +190,7 @@ def plan(
       retry_failed: retry now even copies waiting for a scheduled retry.
       revision: the session's current revision; copies that last tried an older one are re-armed.
       now: the time scheduled retries are compared with (None: every retry counts as due).
+      place_past: also place new copies of a session that ended before ``now``.
 
     Returns:
       Actions in a safe order per person: withdrawals of every other copy (an old
@@ -216,5 +223,5 @@ def plan(
         if want is not None:
             others = [r.sequence + (1 if r.live else 0) for r in recs if r is not same and r.channel == want.channel]
             floor = max(others) + 1 if others else 0
-            actions.append(_place(want, same, floor, retry_failed, now))
+            actions.append(_place(want, same, floor, retry_failed, now, place_past))
     return actions

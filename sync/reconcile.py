@@ -69,7 +69,7 @@ def snapshot(rt: Runtime, session_id: str, *, retry_failed: bool = False) -> Sna
         usable = integrations.usable(db, people)
         revision = row.revision
     planned = plan_session(session, recs, usable, rt.channels, revision=revision, retry_failed=retry_failed,
-                           now=utcnow())
+                           now=utcnow(), place_past=rt.settings.past_sessions == "send")
     return Snapshot(session, revision, planned.actions, planned.integration_ids)
 
 

@@ -37,6 +37,7 @@ def env(tmp_path: Path):
             "CALSYNC_SMTP_URL": smtp.url,
             "CALSYNC_MAIL_FROM": "sessions@calsync.example",
             "CALSYNC_SWEEP_INTERVAL_SECONDS": "1",
+            "CALSYNC_PAST_SESSIONS": "send",
             "CALSYNC_METRICS_PORT": str(free_port()),
             "PYTHONPATH": str(ROOT),
         }

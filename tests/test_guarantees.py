@@ -459,3 +459,28 @@ def test_json_log_lines_carry_session_user_channel_and_action(runtime: Runtime, 
     [line] = [json.loads(raw) for raw in out.getvalue().splitlines() if "boom" in raw]
     assert {k: line[k] for k in ("session_id", "user_id", "channel", "action")} == {
         "session_id": "sess-42", "user_id": "u-1", "channel": "email", "action": "create"}
+
+
+# -- issue: sessions that ended long ago ------------------------------------------------------
+
+
+def test_a_session_that_has_ended_gets_no_new_invite_but_withdrawals_still_go_out(db_url: str,
+                                                                                channel: RecordingChannel):
+    # Given the default policy, and a session that ended last month, booked only now
+    rt = Runtime(make_settings(db_url, past_sessions="skip"), Store(db_url), channels=lambda s, st: {"email": channel})
+    past = {"start": "2020-11-01T15:00:00+00:00", "end": "2020-11-01T16:00:00+00:00"}
+    api.upsert_session(session_data(**past), rt=rt, enqueue=False)
+    report = reconcile(rt, "sess-42")
+    # Then nobody is mailed, and the session counts as settled
+    assert channel.ops() == [] and report.retry_in_ms is None
+    assert api.get_session("sess-42", rt=rt).synced_revision == api.get_session("sess-42", rt=rt).revision
+    # When a session someone already holds ends and is then cancelled
+    ongoing = Runtime(make_settings(db_url, past_sessions="send"), Store(db_url),
+                      channels=lambda s, st: {"email": channel})
+    api.upsert_session(session_data(id="held", **past), rt=ongoing, enqueue=False)
+    reconcile(ongoing, "held")
+    channel.calls.clear()
+    api.cancel_session("held", rt=rt, enqueue=False)
+    reconcile(rt, "held")
+    # Then the withdrawal still goes out to each holder
+    assert sorted(channel.ops()) == [("withdraw", "u-1", 1), ("withdraw", "u-2", 1)]
