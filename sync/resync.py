@@ -4,23 +4,33 @@ Planning is done in bulk — a handful of queries per chunk of sessions, never
 one per placement — so a dry run over a whole platform takes seconds. Only
 sessions whose plan has something to do are enqueued, with ``retry_failed``
 so placements that gave up are tried again: the session is authoritative.
+
+:class:`Outstanding` follows the messages one resync sent through Redis, so
+``resync --wait`` waits for its own work and not for whatever else is queued.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import redis
+from dramatiq.common import dq_name, xq_name
+from dramatiq.errors import DecodeError
+from dramatiq.message import Message
 from sqlalchemy import select
 from sqlalchemy.orm import Session as Db
 
+from sync.broker import QUEUE
 from sync.desired import SessionPlan, plan_session
 from sync.plan import Kind
 from sync.runtime import Runtime
 from sync.store import integrations, placements
+from sync.store.db import utcnow
 from sync.store.models import ParticipantRow, Placement, SessionRow
 from sync.store.placements import PLANNED_COLUMNS
 from sync.store.sessions import COLUMNS, to_stored
@@ -60,6 +70,7 @@ def select_ids(db: Db, sel: Selection) -> list[str]:
 
 def plan_many(rt: Runtime, ids: list[str], *, retry_failed: bool = True) -> Iterator[tuple[str, SessionPlan]]:
     channels = rt.channels
+    now, place_past = utcnow(), rt.settings.past_sessions == "send"
     for at in range(0, len(ids), CHUNK):
         chunk = ids[at:at + CHUNK]
         # Plain rows, not ORM objects: the planner only reads them, and building
@@ -84,7 +95,7 @@ def plan_many(rt: Runtime, ids: list[str], *, retry_failed: bool = True) -> Iter
             users = {p.user_id for p in session.participants} | {r.user_id for r in recorded}
             usable = [u for uid in users for u in usable_by_user.get(uid, ())]
             yield sid, plan_session(session, recorded, usable, channels, revision=revision,
-                                    retry_failed=retry_failed)
+                                    retry_failed=retry_failed, now=now, place_past=place_past)
 
 
 @dataclass
@@ -115,3 +126,85 @@ def resync(rt: Runtime, sel: Selection, *, dry_run: bool, enqueue: Callable[[str
             if not dry_run:
                 enqueue(sid)
     return result
+
+
+#: Dramatiq's own message id inside an encoded payload. Arguments are JSON strings, so a
+#: quote inside one is escaped and cannot fake this; a match is confirmed by decoding anyway.
+_MESSAGE_ID = re.compile(rb'"message_id":\s*"([^"\\]+)"')
+
+
+class Outstanding:
+    """Which of the messages one command sent are still queued, delayed or in flight in Redis.
+
+    Dramatiq keeps every message's payload in ``<ns>:<queue>.msgs`` (queued or
+    fetched but not yet acked) or ``<ns>:<queue>.DQ.msgs`` (delayed) until it is
+    acked, and moves it to ``.XQ.msgs`` when it dies; the key layout is its
+    ``dispatch.lua``. Those hashes are keyed by a Redis id that changes on every
+    enqueue, and a crashed message is re-enqueued (delayed) under a new one, so
+    each message is followed by its lifelong ``message_id``:
+
+    - a poll checks only the Redis id each message was last seen under (one
+      HEXISTS per message, however long the queue is);
+    - a message gone from there is looked for in the delay queue (where a crash
+      retry goes; it stays there at least the actor's backoff, 5 s by default,
+      far longer than a poll), then, if it was last in the delay queue, in the
+      queue (where it hops once due), then in the dead letters.
+
+    A message found nowhere is done: acked after its run. What the run did is
+    the sync log's to say, not this class's.
+    """
+
+    def __init__(self, client: redis.Redis, messages: Iterable[Message], namespace: str = "dramatiq",
+                 queue: str = QUEUE) -> None:
+        self.client = client
+        self.queue_key = f"{namespace}:{queue}.msgs"
+        self.delay_key = f"{namespace}:{dq_name(queue)}.msgs"
+        self.dead_key = f"{namespace}:{xq_name(queue)}.msgs"
+        #: message_id -> (hash it was last seen in, its Redis id there)
+        self._where: dict[str, tuple[str, str]] = {
+            m.message_id: (self.delay_key if m.queue_name == dq_name(queue) else self.queue_key,
+                           m.options["redis_message_id"]) for m in messages}
+        #: message ids that ended in the dead-letter queue, in the order they were found there.
+        self.dead: list[str] = []
+
+    def poll(self) -> int:
+        """How many of the messages are not done yet."""
+        if not self._where:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        for key, redis_id in self._where.values():
+            pipe.hexists(key, redis_id)
+        gone = [mid for mid, present in zip(list(self._where), pipe.execute(), strict=True) if not present]
+        if gone:
+            self._relocate(gone)
+        return len(self._where)
+
+    def _relocate(self, gone: list[str]) -> None:
+        """Find where each message that left its last place went: retried, hopped, dead, or done."""
+        found = {mid: (self.delay_key, rid) for mid, rid in self._find(self.delay_key, gone).items()}
+        was_delayed = [m for m in gone if m not in found and self._where[m][0] == self.delay_key]
+        if was_delayed:
+            found.update({mid: (self.queue_key, rid) for mid, rid in self._find(self.queue_key, was_delayed).items()})
+        rest = [m for m in gone if m not in found]
+        dead = self._find(self.dead_key, rest) if rest else {}
+        for mid in gone:
+            if mid in found:
+                self._where[mid] = found[mid]
+                continue
+            del self._where[mid]
+            if mid in dead:
+                self.dead.append(mid)
+
+    def _find(self, key: str, message_ids: list[str]) -> dict[str, str]:
+        """Redis ids, in hash ``key``, of the payloads carrying these message ids."""
+        wanted, found = set(message_ids), {}
+        for redis_id, raw in self.client.hscan_iter(key, count=1000):
+            if not any(m.decode() in wanted for m in _MESSAGE_ID.findall(raw)):
+                continue
+            try:
+                mid = Message.decode(raw).message_id
+            except DecodeError:
+                continue
+            if mid in wanted:
+                found[mid] = redis_id.decode() if isinstance(redis_id, bytes) else redis_id
+        return found

@@ -17,8 +17,10 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import dramatiq
 import pytest
 import redis
+from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy import select
 
 from cli import assert_one_line_error, calsync, cli_env, command, google_env, runner
@@ -136,7 +138,7 @@ def test_event_moved_then_deleted_is_diagnosed_and_resync_repairs_it(run, emu):
     result = json.loads(repaired.stdout)
     assert result["repaired"] == [{"user_id": "u-1", "channel": "google", "differences": ["deleted"]}]
     assert result["enqueued"] == ["sess-42"]
-    assert result["results"] == {"created": 1, "updated": 0, "withdrawn": 0, "unchanged": 1, "failed": 0}
+    assert result["results"] == {"created": 1, "updated": 0, "withdrawn": 0, "unchanged": 1, "failed": 0, "retrying": 0}
     # And diagnose now reports the session clean, exit 0
     after = run("diagnose", "session", "sess-42", "--json")
     assert after.returncode == 0, after.stdout
@@ -190,7 +192,7 @@ def test_resync_of_settled_sessions_enqueues_nothing(run, env, emu, tmp_path: Pa
     assert everything.returncode == 0, everything.stderr
     report = json.loads(everything.stdout)
     assert report["enqueued"] == [] and report["counts"] == {"nothing": 2}
-    assert report["results"] == {"created": 0, "updated": 0, "withdrawn": 0, "unchanged": 2, "failed": 0}
+    assert report["results"] == {"created": 0, "updated": 0, "withdrawn": 0, "unchanged": 2, "failed": 0, "retrying": 0}
     assert mentor.returncode == 0 and "enqueued 0" in mentor.stdout
     # And nothing went out: no calendar call, no new invite, placements as they were
     assert emu.requests(kind="api") == []
@@ -257,6 +259,9 @@ BAD_INPUT = [
     (["resync", "--user", "u-1", "--all"], ["choose exactly one of --session, --user, --program, --all"]),
     (["resync", "--all", "--since", "yesterday"], ["--since", "yesterday"]),
     (["resync", "--session", "nope"], ["nope"]),
+    (["resync", "--user", "nobody"], ["nobody"]),
+    (["resync", "--program", "No Such"], ["No Such"]),
+    (["resync", "--program", "No Such", "--dry-run"], ["No Such"]),
     (["diagnose", "session", "nope"], ["nope"]),
     (["diagnose", "user", "nobody"], ["nobody"]),
     (["drift", "scan", "--user", "u-1", "--all"], ["--user", "--all"]),
@@ -291,6 +296,18 @@ def queued(client: redis.Redis) -> int:
     return client.hlen("dramatiq:calsync.msgs") + client.hlen("dramatiq:calsync.DQ.msgs")
 
 
+def private_actor(client: redis.Redis, fn, **options: object) -> dramatiq.Actor:
+    """A ``sync_session`` actor on a private broker over the test Redis: its messages are what calsync's are."""
+    broker = RedisBroker(client=client)
+    return dramatiq.actor(fn, broker=broker, queue_name="calsync", actor_name="sync_session", **options)
+
+
+def someone_elses_delayed_message(client: redis.Redis) -> None:
+    """A message another command enqueued, due in ten minutes: a backoff, a throttle, a bulk run's tail."""
+    actor = private_actor(client, lambda session_id, retry_failed=False: None)
+    actor.send_with_options(args=("someone-else",), delay=10 * 60 * 1000)
+
+
 @pytest.mark.redis
 def test_resync_wait_follows_a_redis_worker_and_counts_what_it_did(run, redis_env, emu, tmp_path: Path):
     environment, client = redis_env
@@ -302,32 +319,37 @@ def test_resync_wait_follows_a_redis_worker_and_counts_what_it_did(run, redis_en
     dry = calsync(environment, tmp_path, "resync", "--program", "Spring Cohort", "--dry-run", "--json")
     assert dry.returncode == 0, dry.stderr
     assert json.loads(dry.stdout)["would_enqueue"] == ["sess-43"] and queued(client) == 0
+    # And someone else's message waits in the delay queue, due long after this test
+    someone_elses_delayed_message(client)
     # And a worker process consumes the queue
     worker = subprocess.Popen(command("worker", "--processes", "1", "--threads", "2"),
                               env=environment, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
     try:
         # When support resyncs the program and waits
-        waited = calsync(environment, tmp_path, "resync", "--program", "Spring Cohort", "--wait", "--timeout", "60",
+        waited = calsync(environment, tmp_path, "resync", "--program", "Spring Cohort", "--wait", "--timeout", "30",
                          "--json")
-        # Then only the lost session was enqueued, and the counts come from what the worker did
+        # Then it returns once its own message is done, not when the whole queue drains
         assert waited.returncode == 0, waited.stdout + waited.stderr
         report = json.loads(waited.stdout)
+        # And only the lost session was enqueued, and the counts come from what the worker did
         assert report["enqueued"] == ["sess-43"] and report["delivered"] is True
-        assert report["results"] == {"created": 2, "updated": 0, "withdrawn": 0, "unchanged": 2, "failed": 0}
-        assert queued(client) == 0
+        assert report["results"] == {"created": 2, "updated": 0, "withdrawn": 0, "unchanged": 2, "failed": 0,
+                                     "retrying": 0}
+        assert queued(client) == 1  # someone else's message, still waiting for its time
         assert sorted(e["summary"] for e in emu.events(MENTOR)) == [TITLE, "Session 3: Habits"]
         # Given a third session whose calendar insert Google refuses for good
         store_only(environment, upcoming(id="sess-44", title="Session 4: Review"))
         emu.fail_next(1, status=400, reason="badRequest", method="POST")
         # When it is resynced and waited for, in plain output
-        failed = calsync(environment, tmp_path, "resync", "--session", "sess-44", "--wait", "--timeout", "60")
+        failed = calsync(environment, tmp_path, "resync", "--session", "sess-44", "--wait", "--timeout", "30")
         # Then progress lines and the counts are printed, and the failure makes it exit 1
         assert failed.returncode == 1, failed.stdout + failed.stderr
+        assert "timed out" not in failed.stderr
         lines = failed.stdout.splitlines()
         assert any(line.startswith("waiting\t") for line in lines)
-        header = lines.index("created\tupdated\twithdrawn\tunchanged\tfailed")
-        assert lines[header + 1] == "1\t0\t0\t0\t1"
+        header = lines.index("created\tupdated\twithdrawn\tunchanged\tfailed\tretrying")
+        assert lines[header + 1] == "1\t0\t0\t0\t1\t0"
     finally:
         # Its own process group: dramatiq's main process and its worker child. Nothing is in flight
         # any more, so a kill (instant) is as good as a graceful stop (seconds).
@@ -348,3 +370,44 @@ def test_resync_wait_times_out_without_a_worker(run, redis_env, emu, tmp_path: P
     assert_one_line_error(result, "timed out")
     assert json.loads(result.stdout)["timed_out"] is True and queued(client) == 1
     assert time.monotonic() - started < 30
+
+
+@pytest.mark.redis
+def test_outstanding_follows_a_crash_retry_through_the_delay_queue_and_sees_a_dead_letter(redis_env):
+    _, client = redis_env
+    from sync.resync import Outstanding
+
+    # Given an actor whose first run crashes (Dramatiq retries it from the delay queue under a new Redis id)
+    # and a second message that crashes until its retries run out
+    runs: dict[str, int] = {}
+
+    def flaky(session_id: str, retry_failed: bool = False) -> None:
+        runs[session_id] = runs.get(session_id, 0) + 1
+        if session_id == "doomed" or runs[session_id] == 1:
+            raise RuntimeError("crash")
+
+    actor = private_actor(client, flaky, max_retries=1, min_backoff=1500, max_backoff=1500)
+    recovers, doomed = actor.send("recovers"), actor.send("doomed")
+    # And someone else's message in the delay queue
+    someone_elses_delayed_message(client)
+    outstanding = Outstanding(client, [recovers, doomed])
+    assert outstanding.poll() == 2
+    # When a worker runs them
+    worker = dramatiq.Worker(actor.broker, worker_timeout=50, worker_threads=1)
+    worker.start()
+    try:
+        seen_waiting_for_retry = False
+        deadline = time.monotonic() + 30
+        while (left := outstanding.poll()) and time.monotonic() < deadline:
+            # Then while a crashed message waits for its retry it still counts as outstanding
+            seen_waiting_for_retry = seen_waiting_for_retry or (
+                runs.get("recovers") == 1 and left >= 1 and client.hlen("dramatiq:calsync.DQ.msgs") > 1)
+            time.sleep(0.1)
+    finally:
+        worker.stop()
+    # And both end done: one after its retry succeeded, one dead-lettered (and named as such),
+    # while someone else's message is still waiting
+    assert left == 0 and seen_waiting_for_retry
+    assert runs == {"recovers": 2, "doomed": 2}
+    assert outstanding.dead == [doomed.message_id]
+    assert client.hlen("dramatiq:calsync.DQ.msgs") == 1

@@ -42,7 +42,9 @@ def parse_since(value: str) -> datetime:
 @click.option("--all", "everything", is_flag=True, help="Every session.")
 @click.option("--since", metavar="DATE", help="Only sessions starting at or after DATE (ISO; a date is 00:00 UTC).")
 @click.option("--dry-run", is_flag=True, help="Print the plan per participant and change nothing.")
-@click.option("--wait", is_flag=True, help="With Redis: follow the queue until it drains, then print what was done.")
+@click.option("--wait", is_flag=True,
+              help="With Redis: wait until the messages this resync enqueued are done (other queued work is not "
+                   "waited for), then print what the workers did.")
 @click.option("--timeout", type=click.FloatRange(min=0), default=600.0, show_default=True,
               help="Seconds --wait waits before giving up (exit 1).")
 @json_option
@@ -75,6 +77,8 @@ def resync(session_id: str | None, user_id: str | None, program: str | None, eve
 
 
 def _must_exist(rt: Any, sel: Any) -> None:
+    from sqlalchemy import select
+
     from sync.errors import NotFound
     from sync.store.models import Person, SessionRow
 
@@ -83,6 +87,10 @@ def _must_exist(rt: Any, sel: Any) -> None:
             raise NotFound(f"session {sel.session_id!r} does not exist")
         if sel.user_id is not None and db.get(Person, sel.user_id) is None:
             raise NotFound(f"user {sel.user_id!r} does not exist")
+        # A program exists only through its sessions; a misspelt name must not pass for "nothing to do".
+        if sel.program is not None and db.scalar(
+                select(SessionRow.id).where(SessionRow.program == sel.program).limit(1)) is None:
+            raise NotFound(f"no session has program {sel.program!r} (names are exact, case included)")
 
 
 def _drift_of(checks: list[Any]) -> list[dict[str, Any]]:
@@ -128,7 +136,7 @@ def _run(rt: Any, sel: Any, wait: bool, timeout: float, as_json: bool) -> None:
     from sync.cli.delivery import delivering
     from sync.resync import resync as do_resync
     from sync.store.models import SyncLog
-    from sync.tasks import enqueue
+    from sync.tasks import sync_session
 
     with rt.store.tx() as db:
         log_mark = db.scalar(select(func.max(SyncLog.id))) or 0
@@ -138,17 +146,25 @@ def _run(rt: Any, sel: Any, wait: bool, timeout: float, as_json: bool) -> None:
 
         repaired = _drift_of(repair_drift(rt, sel.session_id))
     embedded = is_embedded(broker)
+    # Keep what was sent: --wait follows these messages, not the whole queue.
+    sent: list[Any] = []
     with delivering():
         result = do_resync(rt, sel, dry_run=False, keep_steps=False,
-                           enqueue=lambda sid: enqueue(sid, retry_failed=True))
+                           enqueue=lambda sid: sent.append(sync_session.send(sid, retry_failed=True)))
     if not as_json:  # before the wait, so the operator knows what is being waited for
         for d in repaired or ():
             click.echo(f"repairing {d['user_id']}'s {d['channel']} calendar: {', '.join(d['differences'])}")
         click.echo(f"planned {result.sessions} sessions, {result.placements} placements ({_counts(result.counts)}); "
                    f"enqueued {len(result.enqueued)}")
-    timed_out = False
-    if wait and not embedded and result.enqueued:
-        timed_out = not _follow(broker, len(result.enqueued), timeout, show=not as_json)
+    timed_out, left, dead = False, 0, []
+    if wait and not embedded and sent:
+        from sync.resync import Outstanding
+
+        outstanding = Outstanding(broker.client, sent, namespace=broker.namespace)
+        left = _follow(outstanding, len(sent), timeout, show=not as_json)
+        timed_out = left > 0
+        by_id = {m.message_id: m.args[0] for m in sent}
+        dead = [by_id[mid] for mid in outstanding.dead]
     delivered = embedded or (wait and not timed_out)
     done = _done(rt, log_mark, set(result.enqueued), result.counts) if embedded or wait else None
     report = {
@@ -156,81 +172,87 @@ def _run(rt: Any, sel: Any, wait: bool, timeout: float, as_json: bool) -> None:
         "counts": dict(result.counts), "enqueued": result.enqueued, "delivered": delivered,
         **({"repaired": repaired} if repaired is not None else {}),
         **({"results": done} if done is not None else {}),
-        **({"timed_out": True} if timed_out else {}),
+        **({"dead": dead} if dead else {}),
+        **({"timed_out": True, "outstanding": left} if timed_out else {}),
     }
     if as_json:
         emit_json(report)
     else:
         if done is not None:
-            keys = ["created", "updated", "withdrawn", "unchanged", "failed"]
+            keys = ["created", "updated", "withdrawn", "unchanged", "failed", "retrying"]
             table(keys, [[done[k] for k in keys]])
+            if done["retrying"]:
+                click.echo(f"{done['retrying']} placement(s) will be tried again later by the workers "
+                           "(see `calsync status`)")
         elif result.enqueued:
             click.echo("a `calsync worker` delivers them; add --wait to follow, or see `calsync status`")
+    if dead:
+        click.echo(f"Error: the message(s) of {', '.join(dead)} died after their retries; see "
+                   "`calsync dead-letters list`", err=True)
     if timed_out:
-        click.echo(f"Error: timed out after {timeout:g}s with messages still queued; the workers keep going",
-                   err=True)
+        click.echo(f"Error: timed out after {timeout:g}s with {left} of its {len(sent)} message(s) not yet done; "
+                   "the workers keep going", err=True)
         sys.exit(1)
-    if done is not None and done["failed"]:
+    if dead or (done is not None and done["failed"]):
         sys.exit(1)
 
 
-def _pending(broker: Any) -> int:
-    """Messages queued, in progress or delayed: Redis keeps each in the ``.msgs`` hash until it is acked."""
-    from sync.broker import QUEUE
-
-    ns = broker.namespace
-    return int(broker.client.hlen(f"{ns}:{QUEUE}.msgs")) + int(broker.client.hlen(f"{ns}:{QUEUE}.DQ.msgs"))
-
-
-def _follow(broker: Any, enqueued: int, timeout: float, *, show: bool) -> bool:
-    """Poll until the queue and its delay queue are empty; False on timeout."""
+def _follow(outstanding: Any, sent: int, timeout: float, *, show: bool) -> int:
+    """Poll until every message this resync sent is done; returns how many are not (0 unless it timed out)."""
     deadline = time.monotonic() + timeout
-    left = _pending(broker)
-    total = max(enqueued, left)
+    left = outstanding.poll()
     bar = None
     if show and sys.stdout.isatty():
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         bar = Progress(TextColumn("delivering"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                       TextColumn("{task.fields[left]} queued"), transient=True)
-        task = bar.add_task("delivering", total=total, left=left)
+                       TextColumn("{task.fields[left]} to go"), transient=True)
+        task = bar.add_task("delivering", total=sent, left=left)
         bar.start()
     last_line, last_left = 0.0, None
     try:
         while True:
-            total = max(total, left)
             if bar is not None:
-                bar.update(task, total=total, completed=total - left, left=left)
+                bar.update(task, completed=sent - left, left=left)
             elif show and (left != last_left or time.monotonic() - last_line >= PLAIN_EVERY_SECONDS):
-                click.echo(f"waiting\t{left} message(s) queued or in progress")
+                click.echo(f"waiting\t{left} of {sent} message(s) queued or in progress")
                 last_line, last_left = time.monotonic(), left
-            if left == 0:
-                return True
-            if time.monotonic() >= deadline:
-                return False
+            if left == 0 or time.monotonic() >= deadline:
+                return left
             time.sleep(POLL_SECONDS)
-            left = _pending(broker)
+            left = outstanding.poll()
     finally:
         if bar is not None:
             bar.stop()
 
 
 def _done(rt: Any, log_mark: int, sessions: set[str], planned: Counter[str]) -> dict[str, int]:
-    """What the workers did for these sessions, from the sync log written since the resync started."""
+    """What the workers did for these sessions, from the sync log written since the resync started.
+
+    Each placement counts once, by its latest step: a copy that was retried
+    and then placed is ``created``; one whose latest attempt was a transient
+    failure, a throttle or a hold is ``retrying``, because a later message the
+    worker scheduled will try again (--wait does not wait for those).
+    """
     from sqlalchemy import select
 
     from sync.store.models import SyncLog
 
-    done = {"created": 0, "updated": 0, "withdrawn": 0, "unchanged": planned.get("nothing", 0), "failed": 0}
+    done = {"created": 0, "updated": 0, "withdrawn": 0, "unchanged": planned.get("nothing", 0), "failed": 0,
+            "retrying": 0}
     names = {"create": "created", "update": "updated", "withdraw": "withdrawn"}
     with rt.store.tx() as db:
-        rows = db.execute(select(SyncLog.session_id, SyncLog.action, SyncLog.result)
-                          .where(SyncLog.id > log_mark)).all()
-    for sid, action, result in rows:
-        if sid not in sessions or action not in names:
-            continue  # "reconcile" rows are repair_drift's notes, not steps
+        rows = db.execute(select(SyncLog.session_id, SyncLog.user_id, SyncLog.channel, SyncLog.action, SyncLog.result)
+                          .where(SyncLog.id > log_mark).order_by(SyncLog.id)).all()
+    latest: dict[tuple[str, str | None, str | None], tuple[str, str]] = {}
+    for sid, user_id, channel, action, result in rows:
+        if sid in sessions and action in names:  # "reconcile" rows are repair_drift's notes, not steps
+            latest[(sid, user_id, channel)] = (action, result)
+    for action, result in latest.values():
         if result == "ok":
             done[names[action]] += 1
         elif result in ("failed", "drift"):  # drift: the copy vanished under an update; not placed
             done["failed"] += 1
+        elif result in ("retrying", "throttled", "held"):
+            done["retrying"] += 1
     return done
