@@ -16,9 +16,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as Db
 
 from sync.channels import Receipt, Target
+from sync.errors import TransientError
 from sync.imip import build_invite
 from sync.mail_transport import Transport
 from sync.render import RenderedEvent
@@ -53,8 +55,13 @@ class EmailChannel:
                 row = OutboxRow(placement_id=target.placement_id, uid=event.uid, revision=target.revision,
                                 sequence=target.sequence, method=method, content_hash=event.content_hash,
                                 recipient=recipient, dtstamp=_next_dtstamp(db, target.placement_id))
-                db.add(row)
-                db.flush()
+                try:
+                    with db.begin_nested():
+                        db.add(row)
+                except IntegrityError:
+                    # Another run claimed this very attempt a moment ago (its lease had run out
+                    # under us): the attempt is theirs; report it as in flight, not as a crash.
+                    raise TransientError(f"{method} seq {target.sequence} is being sent by another worker") from None
             # A claimed row whose send may or may not have happened goes out again
             # exactly as before (same DTSTAMP): a calendar treats it as the same message.
             outbox_id, dtstamp = row.id, row.dtstamp or _next_dtstamp(db, target.placement_id)
