@@ -34,12 +34,32 @@ def _one_line(exc: click.UsageError, ctx: click.Context) -> click.ClickException
     return UsageError(f"{exc.format_message()} (see `{ctx.command_path} --help`)")
 
 
+def _require_utf8(ctx: click.Context) -> None:
+    """Refuse a text parameter (an id, a name, a date) that is not UTF-8, before any command uses it.
+
+    Python hands non-UTF-8 argv bytes over as lone surrogates (``$'sess\\xff'`` becomes
+    ``'sess\\udcff'``), which no database driver, HTTP client or JSON encoder accepts: each
+    command would die of a UnicodeEncodeError. Paths are not checked — click gives them as
+    ``Path`` or file objects, and a file name may be any bytes the filesystem allows.
+    """
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name) if param.name else None
+        if not isinstance(value, str):
+            continue
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise click.BadParameter(f"{value!r} is not UTF-8 text", ctx=ctx, param=param) from None
+
+
 class _OneLineParsing:
     """Turns click's usage errors while parsing into one ``Error:`` line."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         try:
-            return super().parse_args(ctx, args)  # type: ignore[misc]
+            rest = super().parse_args(ctx, args)  # type: ignore[misc]
+            _require_utf8(ctx)
+            return rest
         except click.exceptions.NoArgsIsHelpError:
             raise
         except click.UsageError as exc:
