@@ -107,8 +107,21 @@ def _imported_secret(rt: Runtime, data: ImportedIntegration) -> tuple[dict[str, 
     return {"refresh_token": data.refresh_token}, None
 
 
-def import_integrations(rt: Runtime, items: list[Any], enqueue: Callable[[str], None]) -> list[ImportResult]:
-    """Store tokens the platform already holds; each element stands alone."""
+def import_integrations(rt: Runtime, items: list[Any], enqueue: Callable[[str], None], *,
+                        unqueued: dict[int, str] | None = None) -> list[ImportResult]:
+    """Store tokens the platform already holds; each element stands alone.
+
+    Storing an element also records the re-plan of the person's sessions (see
+    ``_save``), so its enqueue only wakes a worker early. When a caller passes
+    ``unqueued``, a broker that cannot be reached is therefore that element's
+    note, not the batch's end: the element is stored and reported, its index
+    maps to the broker's error, the next elements are still imported, and the
+    sweeper enqueues the sessions once the broker is back. Without
+    ``unqueued`` the broker error propagates, as before.
+    """
+    import redis.exceptions
+    from dramatiq.errors import BrokerError
+
     results = []
     for i, item in enumerate(items):
         prefix = f"[{i}]." if len(items) > 1 else ""
@@ -134,7 +147,13 @@ def import_integrations(rt: Runtime, items: list[Any], enqueue: Callable[[str], 
             results.append(ImportResult(i, data.user_id, False, (FieldError(prefix + "refresh_token", str(exc)),)))
             continue
         _save(rt, data.user_id, data.provider, data.account_email or account, data.calendar_id, secret)
-        resync_user(rt, data.user_id, enqueue)
+        try:
+            resync_user(rt, data.user_id, enqueue)
+        except (BrokerError, redis.exceptions.RedisError, OSError) as exc:
+            if unqueued is None:
+                raise
+            text = str(exc).strip()
+            unqueued[i] = text.splitlines()[0] if text else type(exc).__name__
         results.append(ImportResult(i, data.user_id, True))
     return results
 
@@ -163,24 +182,49 @@ def connect_url(rt: Runtime, user_id: str, provider: str) -> tuple[str, str]:
 
 
 def _callback(pasted: str, state: str | None) -> tuple[dict[str, str], str]:
+    """The code and state out of what was pasted.
+
+    A redirected URL (or its ``?query``) carries both. A bare code carries no
+    state, and the state is what says whose consent this is (and derives the
+    PKCE verifier), so a bare code is taken only with ``state``: the one this
+    same command just issued, when the person consented to the URL it printed.
+    """
     pasted = pasted.strip()
     if "://" in pasted or pasted.startswith("?"):
         query = {k: v[0] for k, v in parse_qs(urlparse(pasted).query).items()}
         if "error" in query:
             raise InvalidInput([FieldError("callback", f"consent refused: {query['error']}")])
+    elif state is None:
+        raise InvalidInput([FieldError("callback", "a bare code does not say whose consent it is: give the whole "
+                                                   "redirected URL (its state names the person)")])
     else:
         query = {"code": pasted}
     query.setdefault("state", state or "")
     if not query.get("code") or not query["state"]:
-        raise InvalidInput([FieldError("callback", "needs the code and state from the redirected URL")])
+        raise InvalidInput([FieldError("callback", "needs the code and state: give the whole redirected URL")])
     return query, query["state"]
 
 
-def complete_connect(rt: Runtime, pasted: str, enqueue: Callable[[str], None], *, state: str | None = None) -> int:
-    """Finish a connect from the redirected URL (or a bare code with the state we issued)."""
+def complete_connect(rt: Runtime, pasted: str, enqueue: Callable[[str], None], *, state: str | None = None,
+                     user_id: str | None = None, provider: str | None = None) -> int:
+    """Finish a connect from the redirected URL (or a bare code with the state we issued).
+
+    ``user_id`` and ``provider`` are who the caller is connecting (the CLI
+    always says): the signed state must name the same, or nothing happens. A
+    redirect is a bearer of someone's consent, and without this check pasting
+    another person's redirect into this person's command would connect the
+    other person while reporting this one connected. The check comes before
+    the code is exchanged, so a refused redirect still works for its owner.
+    """
     query, state = _callback(pasted, state)
     sign = signer(rt)
     st = sign.verify(state)
+    if user_id is not None and st.user_id != user_id:
+        raise InvalidInput([FieldError("callback", f"this consent was given for {st.user_id!r}, not {user_id!r}; "
+                                                   "nothing changed")])
+    if provider is not None and st.provider != provider:
+        raise InvalidInput([FieldError("callback", f"this consent is for {st.provider}, not {provider}; "
+                                                   "nothing changed")])
     if st.provider == "outlook":
         from sync.providers import outlook_oauth
 

@@ -19,11 +19,14 @@ import icalendar
 import pytest
 import requests
 
-from cli import CLIENT_ID, CLIENT_SECRET, cli_env, command, google_env, upgraded_runner
+from cli import CLIENT_ID, CLIENT_SECRET, assert_one_line_error, cli_env, command, google_env, upgraded_runner
 from factories import session_data
 from sync.emulators.google import GoogleEmulator
 
 MENTOR = "mentor@example.com"
+MENTEE = "mentee@example.com"
+#: A broker URL nothing listens on.
+BROKER_DOWN = "redis://127.0.0.1:1/0"
 
 pytestmark = pytest.mark.slow
 
@@ -58,8 +61,8 @@ def mentor_import(token: str, **overrides: object) -> dict[str, object]:
             "refresh_token": token, **overrides}
 
 
-def push(run, data: object) -> subprocess.CompletedProcess[str]:
-    return run("integrations", "import", "-", stdin=json.dumps(data).encode())
+def push(run, data: object, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return run("integrations", "import", "-", *args, stdin=json.dumps(data).encode(), **env)
 
 
 def book(run, **overrides: object) -> None:
@@ -149,6 +152,49 @@ def test_import_unknown_provider_names_provider(run, emu):
     assert json.loads(run("integrations", "list", "--json").stdout) == []
 
 
+def test_import_with_the_broker_down_stores_and_reports_every_element(run, emu, tmp_path: Path):
+    # Given a booked session: mentor and mentee get emailed invites
+    book(run)
+    mentor, mentee = emu.add_user(MENTOR), emu.add_user(MENTEE)
+    batch = [mentor_import(mentor), mentor_import(mentee, user_id="u-2", account_email=MENTEE),
+             mentor_import("not-for-printing", user_id="u-3", provider="icloud")]
+    # When the platform imports both tokens and a bad element while the broker cannot be reached
+    result = push(run, batch, CALSYNC_BROKER_URL=BROKER_DOWN)
+    # Then each element has its own line: both tokens stored but not queued, the bad one invalid; exit 1
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert [line.split("\t")[:2] for line in lines] == [["u-1", "not queued"], ["u-2", "not queued"],
+                                                         ["u-3", "invalid"]]
+    assert "imported" in lines[0] and "calsync sweep" in lines[0] and "[2].provider" in lines[2]
+    assert_no_secret(result, mentor, mentee, "not-for-printing")
+    # And both integrations are stored and active
+    listed = json.loads(run("integrations", "list", "--json").stdout)
+    assert [(r["user_id"], r["status"]) for r in listed] == [("u-1", "active"), ("u-2", "active")]
+    # And --json says the same per element
+    again = push(run, batch[:1], "--json", CALSYNC_BROKER_URL=BROKER_DOWN)
+    assert again.returncode == 1 and "Traceback" not in again.stderr
+    [report] = json.loads(again.stdout)
+    assert report["ok"] is True and report["queued"] is False and "broker error" in report["broker_error"]
+    # When the sweeper runs once a broker answers
+    swept = run("sweep")
+    # Then it found the re-plan the imports recorded: the session moved to both calendars
+    assert swept.returncode == 0, swept.stderr
+    assert to_mentor(tmp_path) == [("REQUEST", 0), ("CANCEL", 1)]
+    assert len(emu.events(MENTOR)) == 1 and len(emu.events(MENTEE)) == 1
+
+
+def test_import_with_the_broker_up_says_queued_in_json(run, emu):
+    # Given a token and a working (embedded) broker
+    token = emu.add_user(MENTOR)
+    # When it is imported as JSON
+    result = push(run, mentor_import(token), "--json")
+    # Then the element is ok and queued
+    assert result.returncode == 0, result.stderr
+    [report] = json.loads(result.stdout)
+    assert report["ok"] is True and report["queued"] is True and report["errors"] == []
+
+
 # -- list ------------------------------------------------------------------------------------------
 
 
@@ -230,9 +276,9 @@ def test_connect_takes_the_pasted_redirect_and_moves_the_person_to_their_calenda
     assert [e["summary"] for e in emu.events(MENTOR)] == ["Session 2: Setting goals"]
 
 
-def printed_url(run) -> str:
+def printed_url(run, user: str = "u-1") -> str:
     """Start a connect and walk away at the prompt: the URL it printed can be completed later."""
-    started = run("integrations", "connect", "u-1", "google")
+    started = run("integrations", "connect", user, "google")
     assert started.returncode != 0  # EOF at the prompt
     return next(line for line in started.stdout.splitlines() if line.startswith("http"))
 
@@ -244,12 +290,57 @@ def test_connect_with_callback_completes_a_consent_started_earlier(run, emu):
     redirected = consent(printed_url(run))
     # When support completes it with --callback
     result = run("integrations", "connect", "u-1", "google", "--callback", redirected)
-    # Then the mentor is connected; stdout carries only the result (the new URL goes to stderr)
+    # Then the mentor is connected; the output is only the result (no new consent URL nobody would open)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "u-1\tconnected\tgoogle"
-    assert "http" in result.stderr and "1//emu-" not in result.stdout + result.stderr
+    assert result.stderr == "" and "1//emu-" not in result.stdout
     listed = json.loads(run("integrations", "list", "--json").stdout)
     assert [(r["user_id"], r["account_email"], r["status"]) for r in listed] == [("u-1", MENTOR, "active")]
+
+
+def test_connect_refuses_a_callback_from_someone_elses_consent_and_changes_nothing(run, emu):
+    # Given the mentee (u-2) opened the consent URL printed for them and agreed
+    emu.add_user(MENTEE)
+    emu.consent_user = MENTEE
+    theirs = consent(printed_url(run, "u-2"))
+    # When support pastes that redirect into the mentor's (u-1) connect
+    result = run("integrations", "connect", "u-1", "google", "--callback", theirs)
+    # Then the command refuses in one line naming both people, exit 2, and prints no success
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert_one_line_error(result, "'u-2'", "'u-1'")
+    assert result.stdout == ""
+    # And nobody's integration changed
+    assert json.loads(run("integrations", "list", "--json").stdout) == []
+    # When it is pasted for the wrong provider instead
+    wrong_provider = run("integrations", "connect", "u-2", "outlook", "--callback", theirs)
+    # Then that is refused the same way
+    assert wrong_provider.returncode == 2
+    assert_one_line_error(wrong_provider, "google", "outlook")
+    # And the consent was not used up: it still connects the person it belongs to
+    own = run("integrations", "connect", "u-2", "google", "--callback", theirs)
+    assert own.returncode == 0, own.stderr
+    assert own.stdout.strip() == "u-2\tconnected\tgoogle"
+    listed = json.loads(run("integrations", "list", "--json").stdout)
+    assert [(r["user_id"], r["account_email"]) for r in listed] == [("u-2", MENTEE)]
+
+
+def test_connect_callback_with_a_bare_code_asks_for_the_whole_url(run, emu):
+    # Given a consent the mentor agreed to, and only the code out of its redirect
+    emu.add_user(MENTOR)
+    emu.consent_user = MENTOR
+    redirected = consent(printed_url(run))
+    code = parse_qs(urlsplit(redirected).query)["code"][0]
+    # When support passes just the code with --callback
+    result = run("integrations", "connect", "u-1", "google", "--callback", code)
+    # Then the command says the whole redirected URL is needed, in one line, exit 2, and connects nobody
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert_one_line_error(result, "whole", "redirected URL")
+    assert json.loads(run("integrations", "list", "--json").stdout) == []
+    # And the code was not spent: the whole URL still completes the connect
+    assert run("integrations", "connect", "u-1", "google", "--callback", redirected).returncode == 0
+    # And the help says the same
+    helped = " ".join(run("integrations", "connect", "--help").stdout.split())
+    assert "whole URL" in helped and "(or code)" not in helped
 
 
 def test_connect_with_a_code_already_used_is_one_line(run, emu):

@@ -26,23 +26,39 @@ def _enqueue(session_id: str) -> None:
 @integrations.command()
 @click.argument("user_id", metavar="USER")
 @click.argument("provider", type=click.Choice(["google", "outlook"]))
-@click.option("--callback", help="The redirected URL (or code), instead of pasting it at the prompt.")
+@click.option("--callback", metavar="URL",
+              help="Finish a consent an earlier connect of USER printed: the whole URL the browser was redirected "
+                   "to, not just the code in it.")
 def connect(user_id: str, provider: str, callback: str | None) -> None:
-    """Print the consent URL for USER, then take the redirected URL (or code) back.
+    """Connect USER's calendar: print a consent URL, then take the redirect back.
 
-    The flow is bound to USER by a signed state and PKCE; the refresh token is
-    stored encrypted and never printed. The person's sessions then move from
-    emailed invites to their calendar.
+    At a terminal: open the printed URL as USER and consent, then paste the URL
+    the browser was redirected to, or only the code in it (the prompt pairs it
+    with the URL it just printed).
+
+    With --callback URL: finish a consent started by an earlier connect of USER
+    without a prompt. It needs the whole redirected URL, whose signed state says
+    whose consent it is; a bare code has none and is refused. No new consent
+    URL is printed.
+
+    A redirect from someone else's consent (or for the other provider) is
+    refused and changes nothing. The refresh token is stored encrypted and
+    never printed; USER's sessions then move from emailed invites to their
+    calendar.
     """
     from sync import integrations as svc
     from sync.runtime import get_runtime
 
     rt = get_runtime()
-    url, state = svc.connect_url(rt, user_id, provider)
-    click.echo(f"Open this URL as {user_id} and consent:\n{url}", err=callback is not None)
-    pasted = callback or click.prompt("Paste the URL you were redirected to (or just the code)")
+    state = None
+    if callback is None:
+        url, state = svc.connect_url(rt, user_id, provider)
+        click.echo(f"Open this URL as {user_id} and consent:\n{url}")
+        pasted = click.prompt("Paste the URL you were redirected to (or just the code)")
+    else:
+        pasted = callback
     with delivering():
-        svc.complete_connect(rt, pasted, _enqueue, state=state)
+        svc.complete_connect(rt, pasted, _enqueue, state=state, user_id=user_id, provider=provider)
     click.echo(f"{user_id}\tconnected\t{provider}")
 
 
@@ -52,24 +68,37 @@ def connect(user_id: str, provider: str, callback: str | None) -> None:
 def import_(file: BinaryIO, as_json: bool) -> None:
     """Import refresh tokens the platform already holds (one object or an array).
 
-    Each element stands alone; secrets are encrypted on the way in and never
-    printed. Exits 1 if any element was rejected.
+    Each element stands alone, one line each; secrets are encrypted on the way
+    in and never printed. With the broker down an element is still stored and
+    reported "not queued": storing it recorded the re-plan of the person's
+    sessions, which `calsync sweep` (and each worker's periodic sweep) enqueues
+    once the broker is back. Exits 1 if any element was rejected or not queued.
     """
     from sync import integrations as svc
     from sync.runtime import get_runtime
     from sync.session import load_json
 
     items = load_json(file.read())
+    unqueued: dict[int, str] = {}
     with delivering():
-        results = svc.import_integrations(get_runtime(), items, _enqueue)
+        results = svc.import_integrations(get_runtime(), items, _enqueue, unqueued=unqueued)
     if as_json:
-        emit_json([{"index": r.index, "user_id": r.user_id, "ok": r.ok,
-                    "errors": [{"field": e.field, "reason": e.reason} for e in r.errors]} for r in results])
+        emit_json([{"index": r.index, "user_id": r.user_id, "ok": r.ok, "queued": r.ok and r.index not in unqueued,
+                    "errors": [{"field": e.field, "reason": e.reason} for e in r.errors],
+                    **({"broker_error": f"broker error: {unqueued[r.index]}"} if r.index in unqueued else {})}
+                   for r in results])
     else:
         for r in results:
-            detail = "; ".join(str(e) for e in r.errors) if r.errors else "imported"
-            click.echo(f"{r.user_id or '-'}\t{'ok' if r.ok else 'invalid'}\t{detail}")
-    if not all(r.ok for r in results):
+            if r.errors:
+                outcome, detail = "invalid", "; ".join(str(e) for e in r.errors)
+            elif r.index in unqueued:
+                outcome = "not queued"
+                detail = (f"imported; broker error: {unqueued[r.index]} (check CALSYNC_BROKER_URL; "
+                          "`calsync sweep` enqueues the sessions once it is back)")
+            else:
+                outcome, detail = "ok", "imported"
+            click.echo(f"{r.user_id or '-'}\t{outcome}\t{detail}")
+    if unqueued or not all(r.ok for r in results):
         sys.exit(1)
 
 
