@@ -35,6 +35,14 @@ def make_broker(url: str) -> dramatiq.Broker:
         return StubBroker()
     if url.startswith(("redis://", "rediss://", "unix://")):
         from dramatiq.brokers.redis import RedisBroker
+        from redis.connection import parse_url
+
+        try:
+            parse_url(url)
+        except ValueError:
+            # redis' own message may quote part of the URL, password included.
+            raise ConfigError("CALSYNC_BROKER_URL is not a Redis URL (is the port a number, the "
+                              "password %-encoded?)") from None
 
         # A bounded connect: an unreachable broker must be reported, not waited on forever.
         return RedisBroker(url=url, socket_connect_timeout=BROKER_CONNECT_TIMEOUT)

@@ -38,6 +38,10 @@ _DURATION = re.compile(r"(\d+)([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
+#: Longest age a duration may name: Dead letters are kept for days, and the cutoff must stay a date.
+MAX_AGE = timedelta(days=36_500)
+
+
 def parse_duration(text: str, option: str = "--older-than") -> timedelta:
     """``30m``, ``12h``, ``7d``; anything else is rejected rather than guessed at,
     because the value decides what gets deleted."""
@@ -45,7 +49,14 @@ def parse_duration(text: str, option: str = "--older-than") -> timedelta:
     if not match:
         raise InvalidInput([FieldError(option, f"{text!r} is not a duration; use a number and s, m, h, d or w, "
                                                "e.g. 7d, 12h, 30m")])
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        age = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    except OverflowError:
+        age = MAX_AGE + MAX_AGE
+    if age > MAX_AGE:
+        # Also keeps ``now - age`` inside the calendar.
+        raise InvalidInput([FieldError(option, f"{text!r} is longer than 100 years")])
+    return age
 
 
 def last_line(text: str | None) -> str | None:

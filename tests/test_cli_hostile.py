@@ -108,8 +108,7 @@ CASES = [
     case("upsert-nul-in-id", "sessions", "upsert", "-", stdin=upsert_of(id="sess\x00nul"), exit=1,
          stream="stdout", lines=1, words=("invalid", "id")),
     case("upsert-crlf-in-id", "sessions", "upsert", "-", stdin=upsert_of(id="sess\r\nBcc: x@evil.example"),
-         exit=1, stream="stdout", lines=1, words=("invalid", "id"),
-         xfail="the rejected id is echoed raw, so its CR/LF splits the line (sessions upsert, sync/cli/sessions.py)"),
+         exit=1, stream="stdout", lines=1, words=("invalid", "id")),
     case("upsert-year-99999", "sessions", "upsert", "-", stdin=upsert_of(start="99999-01-01T00:00:00+00:00"),
          exit=1, stream="stdout", lines=1, words=("invalid", "start")),
     # -- sessions cancel / show ----------------------------------------------------------------------
@@ -165,9 +164,7 @@ CASES = [
     case("resync-since-feb-30", "resync", "--all", "--since", "2026-02-30", words=("--since",)),
     case("resync-since-naive", "resync", "--all", "--since", "2026-02-01T10:00:00", words=("UTC offset",)),
     case("resync-since-year-1-east", "resync", "--all", "--since", "0001-01-01T00:00:00+14:00",
-         words=("--since",), absent=("db upgrade",),
-         xfail="exit 1 'database error: date value out of range … run `calsync db upgrade`' "
-               "(parse_since in sync/cli/resync.py)"),
+         words=("--since",), absent=("db upgrade",)),
     case("resync-negative-timeout", "resync", "--all", "--timeout", "-1", words=("--timeout",)),
     case("resync-unknown-session", "resync", "--session", "nope", words=("nope",)),
     case("resync-nul-user", "resync", "--user", "u\x00nul", words=("does not exist",)),
@@ -192,9 +189,7 @@ CASES = [
     case("status-url-not-a-url", "status", env={"CALSYNC_DATABASE_URL": "notaurl"},
          words=("CALSYNC_DATABASE_URL",), absent=("db upgrade",), subprocess=True),
     case("cancel-broker-port-not-a-number", "sessions", "cancel", "nope",
-         env={"CALSYNC_BROKER_URL": "redis://127.0.0.1:notaport/0"}, words=("CALSYNC_BROKER_URL",), subprocess=True,
-         xfail="ValueError traceback from redis' URL parser (make_broker in sync/broker.py, or the broker_url "
-               "validation in sync/config.py)"),
+         env={"CALSYNC_BROKER_URL": "redis://127.0.0.1:notaport/0"}, words=("CALSYNC_BROKER_URL",), subprocess=True),
     case("show-url-port-not-a-number", "sessions", "show", "x",
          env={"CALSYNC_DATABASE_URL": "postgresql+psycopg://u@h:notaport/db"},
          words=("CALSYNC_DATABASE_URL",), absent=("db upgrade",), subprocess=True),
@@ -225,12 +220,9 @@ CASES = [
     case("dead-letters-purge-negative-age", "dead-letters", "purge", "--older-than", "-5d",
          words=("--older-than",)),
     case("dead-letters-purge-huge-age", "dead-letters", "purge", "--older-than", "9" * 20 + "w",
-         words=("--older-than",),
-         xfail="OverflowError traceback from timedelta (parse_duration in sync/deadletters.py)"),
+         words=("--older-than",)),
     case("dead-letters-purge-age-before-year-1", "dead-letters", "purge", "--older-than", "999999d",
-         env={"CALSYNC_BROKER_URL": "redis://127.0.0.1:1/0"}, words=("--older-than",),
-         xfail="OverflowError traceback computing now - 999999 days, before Redis is even asked "
-               "(parse_duration in sync/deadletters.py accepts it)"),
+         env={"CALSYNC_BROKER_URL": "redis://127.0.0.1:1/0"}, words=("--older-than",)),
     # -- doctor --------------------------------------------------------------------------------------
     case("doctor-unknown-flag", "doctor", "--fix", words=("No such option",)),
     case("doctor-url-not-a-url", "doctor", env={"CALSYNC_DATABASE_URL": "notaurl"}, exit=1, stream="stdout",

@@ -32,6 +32,10 @@ def parse_since(value: str) -> datetime:
         raise UsageError(f"--since: {value!r} is not a date; use 2026-12-01 or 2026-12-01T09:00:00+01:00") from None
     if when.tzinfo is None:
         raise UsageError(f"--since: {value!r} has no UTC offset; add one, e.g. {value}+00:00") from None
+    try:
+        when.astimezone(timezone.utc)
+    except OverflowError:
+        raise UsageError(f"--since: {value!r} is out of range") from None
     return when
 
 

@@ -8,7 +8,7 @@ from typing import BinaryIO
 import click
 
 from sync.cli.delivery import delivering
-from sync.cli.output import emit_json, fields, json_option, table
+from sync.cli.output import cell, emit_json, fields, json_option, table
 from sync.cli.usage import OneLineGroup
 
 
@@ -45,7 +45,7 @@ def upsert(file: BinaryIO, as_json: bool) -> None:
                 detail = f"version {r.version}"
             if r.queued is False:
                 detail += "; stored, not enqueued (broker unreachable)"
-            click.echo(f"{r.session_id or '-'}\t{r.outcome}\t{detail}")
+            click.echo(f"{cell(r.session_id or '-')}\t{r.outcome}\t{cell(detail)}")
     unqueued = [r.session_id for r in results if r.queued is False]
     if unqueued:
         click.echo(f"broker error: stored but not enqueued: {', '.join(map(str, unqueued))} (check CALSYNC_BROKER_URL;"
