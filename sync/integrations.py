@@ -14,13 +14,14 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from cryptography.fernet import InvalidToken
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, field_validator
 from sqlalchemy import func, select
 
 from sync.crypto import CredentialBox
 from sync.errors import AuthError, CalsyncError, FieldError, InvalidInput, NotFound
 from sync.oauth_state import StateSigner
 from sync.runtime import Runtime
+from sync.sanitize import has_control_chars
 from sync.store import sessions
 from sync.store.db import utcnow
 from sync.store.integrations import touch_sessions_of
@@ -40,6 +41,14 @@ class ImportedIntegration(BaseModel):
     account_email: EmailStr | None = None
     calendar_id: str | None = Field(default=None, max_length=1024)
     refresh_token: str = Field(min_length=1, max_length=4096)
+
+    @field_validator("user_id", "calendar_id")
+    @classmethod
+    def _single_line(cls, value: str | None) -> str | None:
+        # Ids are echoed in reports and stored as text: no CR/LF/tab/NUL may forge a line.
+        if value is not None and has_control_chars(value):
+            raise ValueError("must be a single line without control characters (CR, LF, tab…)")
+        return value
 
 
 def _box(rt: Runtime) -> CredentialBox:

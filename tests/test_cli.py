@@ -385,3 +385,16 @@ def test_demo_prints_a_table_and_leaves_readable_invites(env, tmp_path: Path):
         "demo-ada": ("google", "active", "active"),
         "demo-alan": ("google", "active", "active → needs_reconnect → active"),
         "demo-katherine": ("outlook", "active", "active")}
+
+
+def test_times_print_to_the_minute_in_utc_without_microseconds():
+    from datetime import datetime, timedelta, timezone
+
+    from sync.cli.output import cell
+
+    # Given times as the store and the JSON output hold them
+    stored = datetime(2026, 12, 3, 2, 19, 11, 123456, tzinfo=timezone(timedelta(hours=1)))
+    # Then a table cell shows them to the minute, in UTC
+    assert cell(stored) == "2026-12-03 01:19 UTC"
+    assert cell(stored.isoformat()) == "2026-12-03 01:19 UTC"
+    assert cell("sess-2026-12-03") == "sess-2026-12-03"

@@ -152,7 +152,10 @@ def test_a_fresh_backlog_is_not_a_problem(run, redis_client):
 
 def test_status_reports_failed_placements_reconnects_and_old_lag(run, store, redis_client):
     # Given a session whose mentor's placement failed, whose mentee's integration died,
-    # and which has lagged for 20 minutes
+    # and which has lagged for 20 minutes (with a worker alive, so the backlog is not a problem itself)
+    from sync.heartbeat import beat
+
+    beat(redis_client, "host:1")
     assert run("sessions", "upsert", "-", stdin=json.dumps(session_data()).encode()).returncode == 0
     with store.tx() as db:
         db.add(Placement(session_id="sess-42", user_id="u-1", channel="email", recipient_email="mentor@example.com",

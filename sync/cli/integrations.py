@@ -8,7 +8,7 @@ from typing import BinaryIO
 import click
 
 from sync.cli.delivery import delivering
-from sync.cli.output import emit_json, json_option, table
+from sync.cli.output import cell, emit_json, json_option, table
 from sync.cli.usage import OneLineGroup
 
 
@@ -97,7 +97,7 @@ def import_(file: BinaryIO, as_json: bool) -> None:
                           "`calsync sweep` enqueues the sessions once it is back)")
             else:
                 outcome, detail = "ok", "imported"
-            click.echo(f"{r.user_id or '-'}\t{outcome}\t{detail}")
+            click.echo(f"{cell(r.user_id or '-')}\t{outcome}\t{cell(detail)}")
     if unqueued or not all(r.ok for r in results):
         sys.exit(1)
 

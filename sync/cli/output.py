@@ -10,6 +10,7 @@ import json
 import re
 import sys
 from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 import click
@@ -33,12 +34,28 @@ def one_line(text: str) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", " ".join(text.split()))
 
 
+#: An ISO 8601 timestamp as the store and JSON output write them (with a UTC offset).
+_ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?([+-]\d\d:\d\d|Z)")
+
+
+def when(moment: datetime) -> str:
+    """A time an operator reads at a glance, to the minute, in UTC: ``2026-12-03 02:19 UTC``."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc)
+    return f"{moment:%Y-%m-%d %H:%M} UTC"
+
+
 def cell(value: Any) -> str:
-    """One table cell on one line: values may carry provider error text with newlines."""
+    """One table cell on one line: values may carry provider error text with newlines; times
+    (and ISO timestamps) print to the minute, without microseconds."""
     if value is None:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, datetime):
+        return when(value)
+    if isinstance(value, str) and _ISO.fullmatch(value):
+        return when(datetime.fromisoformat(value.replace("Z", "+00:00")))
     return one_line(str(value)) or "-"
 
 
