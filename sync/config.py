@@ -95,7 +95,7 @@ Milliseconds = Annotated[int, Field(ge=0)]
 
 
 class Settings(BaseSettings):
-    """The contract's configuration (see ``shared/DESIGN.md``) plus operational knobs.
+    """Every CALSYNC_* setting (the README's Configuration section lists them) and its valid range.
 
     Built from the environment or in code, an invalid value raises one
     :class:`ConfigError` naming every invalid variable, one per line.
