@@ -52,7 +52,8 @@ def build(url: str, placements: int, per_session: int, placed_revision: int) -> 
             ev = render(model, p)
             parts.append({"session_id": sid, "user_id": p.user_id, "position": pos, "email": p.email,
                           "name": p.name, "role": p.role, "timezone": None})
-            rows.append({"session_id": sid, "user_id": p.user_id, "channel": "email", "recipient_email": p.email,
+            rows.append({"session_id": sid, "user_id": p.user_id, "channel": "email", "address": p.email,
+                         "recipient_email": p.email,
                          "recipient_name": p.name, "recipient_timezone": ev.recipient.timezone,
                          "uid": session_uid(sid), "sequence": 0, "content_hash": ev.content_hash,
                          "material_hash": ev.material_hash, "revision": placed_revision, "live": True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -111,6 +112,14 @@ class Integration(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
+def _address_of(ctx: Any) -> str:
+    """Default identity address for rows inserted without one (bulk inserts, old callers)."""
+    from sync.plan import address_of
+
+    values = ctx.get_current_parameters()
+    return address_of(values.get("channel") or "", values.get("recipient_email") or "")
+
+
 class Placement(Base):
     """One session on one person's calendar through one channel at one address.
 
@@ -140,7 +149,7 @@ class Placement(Base):
     session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
     user_id: Mapped[str] = mapped_column(String(200), index=True)
     channel: Mapped[str] = mapped_column(String(16))
-    address: Mapped[str] = mapped_column(String(320), default="")
+    address: Mapped[str] = mapped_column(String(320), default=lambda ctx: _address_of(ctx))
     recipient_email: Mapped[str] = mapped_column(String(320))
     recipient_name: Mapped[str | None] = mapped_column(String(320))
     recipient_timezone: Mapped[str | None] = mapped_column(String(64))
