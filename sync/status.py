@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session as Db
 
 from sync.config import Settings
 from sync.errors import ConfigError
-from sync.states import SETTLED, State
+from sync.states import MEANING, SETTLED, State
 from sync.store.db import utcnow
 from sync.store.models import Integration, Placement, SessionRow
 
@@ -179,7 +179,7 @@ def _unsettled(db: Db, now: datetime) -> tuple[int, list[Unsettled]]:
                Placement.next_attempt_at, Placement.lease_until, SessionRow.synced_revision >= SessionRow.revision)
         .join(SessionRow, SessionRow.id == Placement.session_id).where(moving)
         .order_by(Placement.updated_at, Placement.id).limit(UNSETTLED_SHOWN))
-    return count, [Unsettled(sid, uid, channel, state, reason, due,
+    return count, [Unsettled(sid, uid, channel, state, reason or MEANING[State(state)], due,
                              needs_attention(state, session_settled=bool(settled), next_attempt_at=due,
                                              lease_until=lease, now=now))
                    for sid, uid, channel, state, reason, due, lease, settled in rows]

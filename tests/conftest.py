@@ -11,6 +11,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings as hypothesis_settings
@@ -113,3 +114,16 @@ def emu() -> Iterator[GoogleEmulator]:
     with GoogleEmulator() as emulator:
         yield emulator
         assert emulator.internal_errors == [], emulator.internal_errors[0]
+
+
+@pytest.fixture
+def redis_client() -> Iterator[Any]:
+    """The test Redis database, empty before and after (REDIS_URL; a failure on CI, a skip elsewhere)."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    require_service("Redis", client.ping)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.message import Message
 
 from cli import assert_one_line_error, calsync, cli_env, upgraded_runner
-from conftest import REDIS_URL, require_service
+from conftest import REDIS_URL
 from factories import session_data
 from smtpserver import SmtpServer
 from sync.crypto import CredentialBox, new_key
@@ -38,17 +37,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
 
 # -- fixtures ----------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def redis_client() -> Iterator[redis.Redis]:
-    """The test Redis database, empty before and after (REDIS_URL; a failure on CI, a skip elsewhere)."""
-    client = redis.Redis.from_url(REDIS_URL)
-    require_service("Redis", client.ping)
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ import redis
 from prometheus_client import REGISTRY
 
 from cli import cli_env, upgraded_runner
-from conftest import REDIS_URL, require_service
+from conftest import REDIS_URL
 from factories import RecordingChannel, make_settings, session_data
 from sync import api
 from sync.heartbeat import STALE_AFTER, beat, workers_seen
@@ -22,16 +21,6 @@ from sync.status import Lagging, QueueStats, StoreStats, Workers, find_problems
 from sync.store.db import Store
 
 pytestmark = [pytest.mark.redis]
-
-
-@pytest.fixture
-def client() -> Iterator[redis.Redis]:
-    c = redis.Redis.from_url(REDIS_URL)
-    require_service("Redis", c.ping)
-    c.flushdb()
-    yield c
-    c.flushdb()
-    c.close()
 
 
 def test_a_backlog_with_no_worker_seen_is_a_problem_and_with_one_it_is_not():
@@ -45,17 +34,17 @@ def test_a_backlog_with_no_worker_seen_is_a_problem_and_with_one_it_is_not():
     assert find_problems(queue, store, workers=Workers(alive=1, last_seen_seconds=3)) == []
 
 
-def test_heartbeats_count_live_workers_and_forget_stale_ones(client: redis.Redis):
+def test_heartbeats_count_live_workers_and_forget_stale_ones(redis_client: redis.Redis):
     # Given one worker that beat just now and one that stopped two minutes ago
     now = time.time()
-    beat(client, "host:1", now=now)
-    beat(client, "host:2", now=now - 2 * STALE_AFTER)
+    beat(redis_client, "host:1", now=now)
+    beat(redis_client, "host:2", now=now - 2 * STALE_AFTER)
     # Then one is alive, and the last beat was just now
-    alive, last = workers_seen(client, now=now)
+    alive, last = workers_seen(redis_client, now=now)
     assert alive == 1 and last is not None and last < 1
 
 
-def test_status_exits_1_when_messages_wait_and_no_worker_runs(tmp_path: Path, client: redis.Redis):
+def test_status_exits_1_when_messages_wait_and_no_worker_runs(tmp_path: Path, redis_client: redis.Redis):
     # Given sessions pushed onto the Redis queue and no worker running
     env = cli_env(tmp_path, CALSYNC_BROKER_URL=REDIS_URL)
     run = upgraded_runner(env, tmp_path)
@@ -69,12 +58,12 @@ def test_status_exits_1_when_messages_wait_and_no_worker_runs(tmp_path: Path, cl
     assert report["workers"] == {"alive": 0, "last_seen_seconds": None}
     assert any("no worker is running" in p for p in report["problems"])
     # When a worker's heartbeat is seen
-    beat(client, "host:1")
+    beat(redis_client, "host:1")
     # Then the same backlog is not a problem
     assert run("status").returncode == 0
 
 
-def test_health_gauges_follow_the_store(sqlite_url: str, client: redis.Redis):
+def test_health_gauges_follow_the_store(sqlite_url: str, redis_client: redis.Redis):
     from sync.metrics import refresh_health
 
     # Given a settled session and one placement whose channel fails for good
@@ -88,7 +77,7 @@ def test_health_gauges_follow_the_store(sqlite_url: str, client: redis.Redis):
     set_runtime(rt)
     try:
         # When a worker refreshes its gauges
-        refresh_health(client)
+        refresh_health(redis_client)
     finally:
         set_runtime(None)
 
