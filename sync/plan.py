@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from sync.render import Recipient, RenderedEvent
 from sync.states import State
+
+#: How early a retry may arrive and still count as due.
+EARLY_TOLERANCE = timedelta(seconds=2)
 
 
 class Kind(StrEnum):
@@ -82,7 +85,9 @@ class Recorded:
         """
         if self.state not in (State.RETRYING, State.FAILED, State.HELD) or self.attempt_revision < revision:
             return False
-        return self.next_attempt_at is None or now is None or self.next_attempt_at > now
+        # A message scheduled for the retry may arrive a moment early (another host's clock):
+        # it still counts as due, or the retry would wait for the next sweep.
+        return self.next_attempt_at is None or now is None or self.next_attempt_at > now + EARLY_TOLERANCE
 
 
 @dataclass(frozen=True)
