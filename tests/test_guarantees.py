@@ -152,9 +152,8 @@ def test_a_new_address_that_reaches_the_same_calendar_sorts_after_the_cancel(rt:
     push(rt, version=2, participants=[MENTOR_P, mentee("Alan.Turing@example.com")])
     reconcile(rt, "sess-42")
     # Then the invite to the new address carries a SEQUENCE above the old address's CANCEL
-    sent = [(a, m, s) for a, m, s in app.received if "u-2" or True]
-    cancel = next(s for a, m, s in sent if a == MENTEE and m == "CANCEL")
-    invite = next(s for a, m, s in sent if a == "alan.turing@example.com" and m == "REQUEST")
+    cancel = next(s for a, m, s in app.received if a == MENTEE and m == "CANCEL")
+    invite = next(s for a, m, s in app.received if a == "alan.turing@example.com" and m == "REQUEST")
     assert invite > cancel
 
 
