@@ -53,8 +53,10 @@ def workers_seen(client: redis.Redis, now: float | None = None,
 class Heartbeat(Middleware):
     """Beats every :data:`INTERVAL` seconds from a daemon thread in each worker process."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, gauges: bool = True) -> None:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        #: Refresh the health gauges too (only worth the queries when metrics are served).
+        self.gauges = gauges
         self._stop = threading.Event()
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
@@ -77,7 +79,8 @@ class Heartbeat(Middleware):
             try:
                 if client is not None:
                     beat(client, self.worker_id)
-                metrics.refresh_health(client)
+                if self.gauges:
+                    metrics.refresh_health(client)
             except Exception:  # a Redis or database blip must not end the heartbeat
                 log.exception("heartbeat or gauge refresh failed")
             if self._stop.wait(INTERVAL):

@@ -16,7 +16,7 @@ from sync.tasks import broker
 
 dramatiq.set_broker(broker)
 broker.add_middleware(PeriodicSweep())
-broker.add_middleware(Heartbeat())
+broker.add_middleware(Heartbeat(gauges=bool(get_settings().metrics_port)))
 if get_settings().metrics_port:
     # Reads dramatiq_prom_* at import; `calsync worker` sets them (and a fresh
     # PROMETHEUS_MULTIPROC_DIR) before this process started.
