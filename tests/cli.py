@@ -7,8 +7,10 @@ Google emulator fixture ``emu`` they point the CLI at lives in conftest.py.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -75,10 +77,34 @@ def runner(env: dict[str, str], cwd: Path) -> Run:
     return lambda *args, stdin=None, **over: calsync({**env, **over}, cwd, *args, stdin=stdin)
 
 
+_template: Path | None = None
+
+
+def _migrated_sqlite(target: Path) -> None:
+    """A copy of one database migrated once per test run: the schema ``calsync db upgrade`` builds
+    (tests/test_cli.py runs the command itself), without a subprocess per test."""
+    global _template
+    if _template is None:
+        from sync.store.db import engine_for
+        from sync.store.migrate import upgrade
+
+        folder = Path(tempfile.mkdtemp(prefix="calsync-template-"))
+        url = f"sqlite:///{folder / 'template.db'}"
+        upgrade(url)
+        engine_for(url).dispose()  # the last connection closing checkpoints the WAL into the file
+        _template = folder / "template.db"
+    shutil.copyfile(_template, target)
+
+
 def upgraded_runner(env: dict[str, str], cwd: Path) -> Run:
-    """A :func:`runner` against a database that ``calsync db upgrade`` has just migrated."""
-    upgraded = calsync(env, cwd, "db", "upgrade")
-    assert upgraded.returncode == 0, upgraded.stderr
+    """A :func:`runner` against a migrated database: a copy of a migrated SQLite file, or
+    ``calsync db upgrade`` run for any other database."""
+    url = env["CALSYNC_DATABASE_URL"]
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        _migrated_sqlite(Path(url.removeprefix("sqlite:///")))
+    else:
+        upgraded = calsync(env, cwd, "db", "upgrade")
+        assert upgraded.returncode == 0, upgraded.stderr
     return runner(env, cwd)
 
 
