@@ -525,6 +525,20 @@ def test_doctor_reports_stored_credentials_the_keys_cannot_open(run, store):
     assert not ok and "CALSYNC_SECRET_KEYS" in detail
 
 
+def test_doctor_does_not_count_the_wiped_credentials_of_a_disconnected_integration(run, store):
+    # Given one live credential and one integration disconnected earlier (its credentials wiped)
+    key = new_key()
+    assert run("sessions", "upsert", "-", stdin=json.dumps(session_data()).encode()).returncode == 0
+    with store.tx() as db:
+        db.add(Integration(user_id="u-1", provider="google", credentials=CredentialBox([key]).seal({"t": "x"})))
+        db.add(Integration(user_id="u-2", provider="google", credentials=b"", status="disconnected"))
+    # When doctor runs
+    result = run("doctor", "--json", CALSYNC_SECRET_KEYS=key)
+    # Then the keys check passes: only credentials that should open are tried
+    ok, detail = checks(result)["secret keys"]
+    assert ok and "1 of 1" in detail
+
+
 def test_doctor_probes_configured_provider_endpoints(run):
     # Given Google configured against a port nothing listens on
     # When doctor runs
