@@ -9,8 +9,9 @@ placement with its reason (see :mod:`sync.apply`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
+from sync.drift import Observed
 from sync.render import RenderedEvent
 
 
@@ -70,3 +71,18 @@ class Channel(Protocol):
 
     def withdraw(self, target: Target, event: RenderedEvent) -> Receipt:
         """Remove the person's copy; already gone counts as success."""
+
+
+@runtime_checkable
+class CalendarChannel(Channel, Protocol):
+    """A channel that writes into a calendar calsync can read back (Google, Outlook).
+
+    Support commands rely on these two: ``diagnose`` and ``drift scan`` read the
+    copies back, ``diagnose user`` checks the person's token live.
+    """
+
+    def inspect(self, target: Target, event: RenderedEvent) -> list[Observed]:
+        """Every copy of this placement on the calendar, found by calsync's tag (deleted ones included)."""
+
+    def probe(self, integration_id: int) -> str:
+        """One cheap live call with the person's credentials; says what answered."""

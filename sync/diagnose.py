@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from sync.channels import Target
+from sync.channels import CalendarChannel, Target
 from sync.drift import Difference, Observed, compare
 from sync.errors import AuthError, ChannelError, NotFound
 from sync.plan import Recorded
@@ -65,13 +65,12 @@ def _check(rt: Runtime, rec: Recorded, row: Placement, expected: RenderedEvent |
             check.differences.append(Difference("outdated", "the last invite shows older details"))
         return check
     channel = rt.channel(rec.channel)
-    inspect = getattr(channel, "inspect", None)
-    if inspect is None or integration_id is None:
+    if not isinstance(channel, CalendarChannel) or integration_id is None:
         check.note = f"cannot read the {rec.channel} calendar (integration not usable)"
         return check
     try:
         target = Target(row.id, rec.user_id, rec.external_id, rec.sequence, integration_id)
-        check.copies = inspect(target, probe_event)
+        check.copies = channel.inspect(target, probe_event)
     except ChannelError as exc:
         check.note = f"could not read the calendar: {exc}"
         return check
@@ -129,8 +128,9 @@ def diagnose_user(rt: Runtime, user_id: str, *, days: int = 30) -> dict[str, Any
     if active is not None:
         channel = rt.channel(active["provider"])
         try:
-            detail = channel.probe(active["id"]) if channel is not None else "channel not configured here"
-            live_check = {"ok": channel is not None, "detail": detail}
+            calendar = isinstance(channel, CalendarChannel)
+            detail = channel.probe(active["id"]) if calendar else "channel not configured here"
+            live_check = {"ok": calendar, "detail": detail}
         except AuthError as exc:
             # The provider just told us the grant is dead: record it, exactly as a
             # worker would have, so routing moves this person to email.
