@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session as Db
 
 from sync import limits, logcontext, metrics
 from sync.channels import Receipt, Target
@@ -28,6 +29,7 @@ from sync.runtime import Runtime
 from sync.states import State
 from sync.store import integrations, placements
 from sync.store.db import utcnow
+from sync.store.models import Placement
 from sync.store.placements import LeaseLost
 
 log = logging.getLogger(__name__)
@@ -149,11 +151,16 @@ class _Context:
     #: Failed copies keep being retried (slowly) only while the session is ahead.
     upcoming: bool
 
+    def _row(self, db: Db) -> Placement:
+        """The placement, locked, while this run still holds its lease (else LeaseLost)."""
+        assert self.action.placement_id is not None
+        return placements.held(db, self.action.placement_id, self.token)
+
     def failed(self, error: str, *, transient: bool, retry_after: float | None,
                applied_nothing: bool = False) -> Outcome:
         s = self.rt.settings
         with self.rt.store.tx() as db:
-            row = placements.held(db, self.action.placement_id, self.token)  # type: ignore[arg-type]
+            row = self._row(db)
             if self.before.state == State.HELD:
                 row.attempts = 0  # holds counted our configuration's failures, not this copy's
             attempt = row.attempts + 1
@@ -176,7 +183,7 @@ class _Context:
         holds), and never fail the copy for it."""
         s = self.rt.settings
         with self.rt.store.tx() as db:
-            row = placements.held(db, self.action.placement_id, self.token)  # type: ignore[arg-type]
+            row = self._row(db)
             delay = limits.backoff_ms(row.attempts + 1, min_ms=s.retry_min_backoff_ms, max_ms=s.retry_max_backoff_ms)
             placements.record_failure(row, error, State.HELD, retry_at=_at(delay), before=self.before)
             placements.log(db, self.session_id, self.action, "held", error=error, retry_in_ms=delay)
@@ -188,7 +195,7 @@ class _Context:
         user_id = self.action.user_id
         with self.rt.store.tx() as db:
             integrations.mark_dead(db, integration_id, error)
-            row = placements.held(db, self.action.placement_id, self.token)  # type: ignore[arg-type]
+            row = self._row(db)
             # Whatever this attempt did, a dead token applied nothing; a copy that was there stays.
             placements.strand(row, error, was_live=self.before.live, was_in_doubt=self.before.in_doubt)
             placements.log(db, self.session_id, self.action, "rerouted", error=error)
@@ -198,7 +205,7 @@ class _Context:
 
     def drifted(self, error: str) -> Outcome:
         with self.rt.store.tx() as db:
-            row = placements.held(db, self.action.placement_id, self.token)  # type: ignore[arg-type]
+            row = self._row(db)
             placements.drifted(row, error)
             placements.log(db, self.session_id, self.action, "drift", error=error)
         return Outcome(ok=False, error=error, label="drift")
@@ -211,7 +218,7 @@ class _Context:
         """
         delay = int(retry_after * 1000)
         with self.rt.store.tx() as db:
-            row = placements.held(db, self.action.placement_id, self.token)  # type: ignore[arg-type]
+            row = self._row(db)
             placements.record_failure(row, error, State.RETRYING, retry_at=_at(delay), before=self.before,
                                       spend=False)
             placements.log(db, self.session_id, self.action, "throttled", error=error, retry_in_ms=delay)
