@@ -225,7 +225,9 @@ class GoogleChannel:
     def inspect(self, target: Target, event: RenderedEvent) -> list[Observed]:
         """Every copy of this placement on the calendar, found by its tag (one filter, as
         Google's docs disagree on how several combine), deleted ones included."""
-        acc = self._account(target.integration_id)
+        return self._copies(self._account(target.integration_id), event)
+
+    def _copies(self, acc: _Account, event: RenderedEvent) -> list[Observed]:
         request = self.service.events().list(
             calendarId=acc.calendar_id, privateExtendedProperty=f"{TAG_SESSION}={event.session_id}",
             showDeleted=True, maxResults=50)
@@ -248,7 +250,7 @@ class GoogleChannel:
         acc = self._account(target.integration_id)
         ids = [target.external_id or event_id(event.session_id, event.recipient.user_id, target.generation)]
         if target.in_doubt:
-            ids += [c.external_id for c in self.inspect(target, event) if not c.cancelled and c.external_id not in ids]
+            ids += [c.external_id for c in self._copies(acc, event) if not c.cancelled and c.external_id not in ids]
         deleted = []
         for eid in ids:
             try:
