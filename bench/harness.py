@@ -10,7 +10,7 @@ quota bound and the few figures only it has. :func:`run` does the rest:
    to the provider; email is a counting stub that must stay at 0 calls;
 2. phase 1 (create): reconciles every session on T worker threads. A reconcile whose report asks
    for ``retry_in_ms`` is re-queued after that delay, behind the work already queued, as
-   Dramatiq's ``Retry(delay=...)`` does; a crash is retried with backoff (``sync.tasks``);
+   Dramatiq's ``Retry(delay=...)`` does; a crash is retried with backoff (``sync.engine.tasks``);
 3. waits one window so both quota windows (client and emulator) are empty again;
 4. phase 2 (measured): reschedules every session (version 2, one hour later) and reconciles them
    all again; the wall time runs from the first reconcile submitted to the last one done;
@@ -41,7 +41,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, TextIO
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-#: Dramatiq's crash retries for sync_session (sync.tasks.MAX_CRASH_RETRIES).
+#: Dramatiq's crash retries for sync_session (sync.engine.tasks.MAX_CRASH_RETRIES).
 MAX_CRASH_RETRIES = 10
 FIRST_START = datetime(2027, 1, 4, 9, tzinfo=timezone.utc)
 
@@ -110,7 +110,7 @@ class NoEmail:
         self.calls = 0
 
     def place(self, target: Any, event: Any) -> Any:
-        from sync.channels import Receipt
+        from sync.providers.channel import Receipt
 
         self.calls += 1
         return Receipt(external_id=f"email-{target.placement_id}")
@@ -130,7 +130,7 @@ class PhaseResult:
 
 
 class InProcessWorker:
-    """T threads running ``sync.reconcile.reconcile`` like ``sync.tasks.sync_session``.
+    """T threads running ``sync.engine.reconcile.reconcile`` like ``sync.engine.tasks.sync_session``.
 
     A report with ``retry_in_ms`` goes back to the end of the queue after that delay
     (Dramatiq's delay queue); a crash is retried with exponential backoff from
@@ -168,7 +168,7 @@ class InProcessWorker:
             self._cond.notify_all()
 
     def _run(self, sid: str, crashes: int = 0) -> None:
-        from sync.reconcile import reconcile
+        from sync.engine.reconcile import reconcile
 
         res = self.result
         try:
@@ -401,11 +401,12 @@ def run(kind: type[Scenario], argv: Sequence[str] | None = None, out: TextIO | N
     def say(line: str = "") -> None:
         print(line, file=out, flush=True)
 
-    from sync import api, integrations
+    from sync import api
+    from sync.accounts import integrations
     from sync.config import Settings
-    from sync.crypto import CredentialBox, new_key
+    from sync.engine.runtime import Runtime
     from sync.quota import MAX_INLINE_WAIT, MemoryQuota, RedisQuota
-    from sync.runtime import Runtime
+    from sync.store.crypto import CredentialBox, new_key
     from sync.store.db import Store, engine_for
     from sync.store.migrate import upgrade
 

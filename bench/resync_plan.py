@@ -22,8 +22,8 @@ from sqlalchemy import insert
 
 
 def build(url: str, placements: int, per_session: int, placed_revision: int) -> int:
-    from sync.render import render, session_uid
-    from sync.session import Participant, Session
+    from sync.core.render import render, session_uid
+    from sync.core.session import Participant, Session
     from sync.store.db import Store
     from sync.store.migrate import upgrade
     from sync.store.models import ParticipantRow, Person, Placement, SessionRow
@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     os.environ["CALSYNC_BROKER_URL"] = "memory://"
 
     from sync.config import Settings
-    from sync.resync import Selection, resync
-    from sync.runtime import Runtime
+    from sync.engine.runtime import Runtime
+    from sync.ops.resync import Selection, resync
 
     print(f"command: python -m bench.resync_plan {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
     print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, {url.split(':')[0]}")

@@ -12,9 +12,9 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from sync.core.session import Session, parse_session
+from sync.engine.runtime import Runtime, get_runtime
 from sync.errors import FieldError, InvalidInput, NotFound
-from sync.runtime import Runtime, get_runtime
-from sync.session import Session, parse_session
 from sync.store import placements, sessions
 from sync.store.models import Placement
 
@@ -53,7 +53,7 @@ def _enqueue(session_id: str) -> bool:
     import redis.exceptions
     from dramatiq.errors import BrokerError
 
-    from sync.tasks import enqueue
+    from sync.engine.tasks import enqueue
 
     try:
         enqueue(session_id)

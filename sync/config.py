@@ -24,9 +24,9 @@ from sync.errors import ConfigError
 
 PREFIX = "CALSYNC_"
 
-#: Schemes ``make_broker`` understands (``sync.broker``), as the prefixes it checks.
+#: Schemes ``make_broker`` understands (``sync.engine.broker``), as the prefixes it checks.
 BROKER_PREFIXES = ("redis://", "rediss://", "unix://", "memory://")
-#: Schemes ``transport_from_url`` understands (``sync.mail_transport``).
+#: Schemes ``transport_from_url`` understands (``sync.mail.transport``).
 SMTP_SCHEMES = ("smtp", "smtps", "file")
 
 
@@ -55,7 +55,7 @@ def _smtp_url(value: SecretStr | None) -> SecretStr | None:
     """Parsed as the transport will parse it, so a bad port or a misspelt option shows at start, not at first send."""
     if value is None:
         return None
-    from sync.mail_transport import SETTING, parse_smtp_url
+    from sync.mail.transport import SETTING, parse_smtp_url
 
     url = value.get_secret_value()
     scheme = urlsplit(url).scheme.lower()

@@ -19,11 +19,11 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as Db
 
-from sync.channels import Receipt, Target
+from sync.core.render import RenderedEvent
 from sync.errors import TransientError
-from sync.imip import build_invite
-from sync.mail_transport import Transport
-from sync.render import RenderedEvent
+from sync.mail.imip import build_invite
+from sync.mail.transport import Transport
+from sync.providers.channel import Receipt, Target
 from sync.store.db import Store, utcnow
 from sync.store.models import OutboxRow
 

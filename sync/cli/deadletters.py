@@ -1,7 +1,7 @@
 """``calsync dead-letters``: the messages Dramatiq gave up on, and putting them back.
 
 Dramatiq keeps them in Redis for 7 days and ships no tool for them; the
-logic lives in :mod:`sync.deadletters`, this module only prints.
+logic lives in :mod:`sync.ops.deadletters`, this module only prints.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from sync.cli.output import emit_json, fields, json_option, table
 from sync.cli.usage import OneLineGroup
 
 if TYPE_CHECKING:
-    from sync.deadletters import DeadLetters
+    from sync.ops.deadletters import DeadLetters
 
 
 @click.group(name="dead-letters", cls=OneLineGroup)
@@ -30,8 +30,8 @@ def _dead_letters() -> Iterator[DeadLetters]:
     """The dead-letter queue named by CALSYNC_BROKER_URL; refuses the embedded broker in one line."""
     from sync.cli.usage import UsageError
     from sync.config import get_settings
-    from sync.deadletters import DeadLetters
-    from sync.status import broker_client
+    from sync.ops.deadletters import DeadLetters
+    from sync.ops.status import broker_client
 
     client = broker_client(get_settings())
     if client is None:
@@ -134,7 +134,7 @@ def purge(older_than: str | None, yes: bool, dry_run: bool, as_json: bool) -> No
     --dry-run lists them instead.
     """
     from sync.cli.usage import UsageError
-    from sync.deadletters import parse_duration
+    from sync.ops.deadletters import parse_duration
 
     if older_than is None:
         raise UsageError("--older-than DURATION is required, e.g. --older-than 7d")

@@ -13,10 +13,10 @@ from contextlib import contextmanager
 
 @contextmanager
 def delivering() -> Iterator[None]:
-    from sync import tasks  # noqa: F401  (declares the actors before a worker starts consuming)
-    from sync.broker import broker, embedded_worker, is_embedded
     from sync.config import get_settings
-    from sync.runtime import get_runtime
+    from sync.engine import tasks  # noqa: F401  (declares the actors before a worker starts consuming)
+    from sync.engine.broker import broker, embedded_worker, is_embedded
+    from sync.engine.runtime import get_runtime
 
     if not is_embedded(broker):
         yield

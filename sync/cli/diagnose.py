@@ -38,8 +38,8 @@ def session_(session_id: str, as_json: bool) -> None:
 
     Exits 1 if anything differs or a calendar could not be read.
     """
-    from sync.diagnose import diagnose_session
-    from sync.runtime import get_runtime
+    from sync.engine.runtime import get_runtime
+    from sync.ops.diagnose import diagnose_session
 
     checks = [c.as_dict() for c in diagnose_session(get_runtime(), session_id)]
     drifted = [c for c in checks if c["differences"]]
@@ -78,8 +78,8 @@ def user(user_id: str, as_json: bool) -> None:
 
     Exits 1 when the verdict is not ok.
     """
-    from sync.diagnose import diagnose_user
-    from sync.runtime import get_runtime
+    from sync.engine.runtime import get_runtime
+    from sync.ops.diagnose import diagnose_user
 
     report = diagnose_user(get_runtime(), user_id)
     if as_json:

@@ -17,7 +17,7 @@ def doctor(as_json: bool) -> None:
 
     Every check runs even when an earlier one failed; exits 1 if any failed.
     """
-    from sync.doctor import run_checks
+    from sync.ops.doctor import run_checks
 
     checks = run_checks()
     if as_json:

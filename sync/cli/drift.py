@@ -37,9 +37,9 @@ def scan(user_id: str | None, everything: bool, days: int, as_json: bool) -> Non
 
     if user_id is not None and everything:
         raise UsageError("choose one of --user or --all, not both")
-    from sync.diagnose import scan as scan_calendars
+    from sync.engine.runtime import get_runtime
     from sync.errors import NotFound
-    from sync.runtime import get_runtime
+    from sync.ops.diagnose import scan as scan_calendars
     from sync.store.models import Person
 
     rt = get_runtime()

@@ -18,7 +18,7 @@ def integrations() -> None:
 
 
 def _enqueue(session_id: str) -> None:
-    from sync.tasks import enqueue
+    from sync.engine.tasks import enqueue
 
     enqueue(session_id)
 
@@ -46,8 +46,8 @@ def connect(user_id: str, provider: str, callback: str | None) -> None:
     never printed; USER's sessions then move from emailed invites to their
     calendar.
     """
-    from sync import integrations as svc
-    from sync.runtime import get_runtime
+    from sync.accounts import integrations as svc
+    from sync.engine.runtime import get_runtime
 
     rt = get_runtime()
     state = None
@@ -74,9 +74,9 @@ def import_(file: BinaryIO, as_json: bool) -> None:
     sessions, which `calsync sweep` (and each worker's periodic sweep) enqueues
     once the broker is back. Exits 1 if any element was rejected or not queued.
     """
-    from sync import integrations as svc
-    from sync.runtime import get_runtime
-    from sync.session import load_json
+    from sync.accounts import integrations as svc
+    from sync.core.session import load_json
+    from sync.engine.runtime import get_runtime
 
     items = load_json(file.read())
     unqueued: dict[int, str] = {}
@@ -107,8 +107,8 @@ def import_(file: BinaryIO, as_json: bool) -> None:
 @json_option
 def list_(status: str | None, as_json: bool) -> None:
     """List integrations; exits 1 if any listed one needs a reconnect."""
-    from sync import integrations as svc
-    from sync.runtime import get_runtime
+    from sync.accounts import integrations as svc
+    from sync.engine.runtime import get_runtime
 
     rows = svc.list_integrations(get_runtime(), status)
     if as_json:
@@ -126,9 +126,9 @@ def list_(status: str | None, as_json: bool) -> None:
 @json_option
 def disconnect(user_id: str, as_json: bool) -> None:
     """Withdraw USER's calendar events, revoke the token, and send them invites by email instead."""
-    from sync import integrations as svc
-    from sync.reconcile import reconcile
-    from sync.runtime import get_runtime
+    from sync.accounts import integrations as svc
+    from sync.engine.reconcile import reconcile
+    from sync.engine.runtime import get_runtime
 
     rt = get_runtime()
     result = svc.disconnect(rt, user_id, reconcile_now=lambda sid: reconcile(rt, sid))

@@ -23,8 +23,8 @@ def rotate(as_json: bool) -> None:
     Prepend the new key, run this, and drop the old key once nothing is
     reported unreadable. Exits 1 if some credential no configured key opens.
     """
-    from sync.integrations import rotate_keys
-    from sync.runtime import get_runtime
+    from sync.accounts.integrations import rotate_keys
+    from sync.engine.runtime import get_runtime
 
     counts = rotate_keys(get_runtime())
     if as_json:

@@ -65,12 +65,12 @@ def resync(session_id: str | None, user_id: str | None, program: str | None, eve
     chosen = [session_id is not None, user_id is not None, program is not None, everything]
     if sum(chosen) != 1:
         raise UsageError("choose exactly one of --session, --user, --program, --all")
-    from sync.resync import Selection
+    from sync.ops.resync import Selection
 
     sel = Selection(session_id=session_id, user_id=user_id, program=program, everything=everything,
                     since=parse_since(since) if since is not None else None)
 
-    from sync.runtime import get_runtime
+    from sync.engine.runtime import get_runtime
 
     rt = get_runtime()
     _must_exist(rt, sel)
@@ -103,13 +103,13 @@ def _drift_of(checks: list[Any]) -> list[dict[str, Any]]:
 
 
 def _dry_run(rt: Any, sel: Any, as_json: bool) -> None:
-    from sync.resync import resync as plan_resync
+    from sync.ops.resync import resync as plan_resync
 
     result = plan_resync(rt, sel, dry_run=True, enqueue=lambda sid: None)
     drift: list[dict[str, Any]] | None = None
     if sel.session_id is not None:
         # Read-only: what a real run would repair before re-planning.
-        from sync.diagnose import diagnose_session
+        from sync.ops.diagnose import diagnose_session
 
         drift = _drift_of(diagnose_session(rt, sel.session_id))
     if as_json:
@@ -136,17 +136,17 @@ def _counts(counts: Counter[str]) -> str:
 def _run(rt: Any, sel: Any, wait: bool, timeout: float, as_json: bool) -> None:
     from sqlalchemy import func, select
 
-    from sync.broker import broker, is_embedded
     from sync.cli.delivery import delivering
-    from sync.resync import resync as do_resync
+    from sync.engine.broker import broker, is_embedded
+    from sync.engine.tasks import sync_session
+    from sync.ops.resync import resync as do_resync
     from sync.store.models import SyncLog
-    from sync.tasks import sync_session
 
     with rt.store.tx() as db:
         log_mark = db.scalar(select(func.max(SyncLog.id))) or 0
     repaired = None
     if sel.session_id is not None:
-        from sync.diagnose import repair_drift
+        from sync.ops.diagnose import repair_drift
 
         repaired = _drift_of(repair_drift(rt, sel.session_id))
     embedded = is_embedded(broker)
@@ -162,7 +162,7 @@ def _run(rt: Any, sel: Any, wait: bool, timeout: float, as_json: bool) -> None:
                    f"enqueued {len(result.enqueued)}")
     timed_out, left, dead = False, 0, []
     if wait and not embedded and sent:
-        from sync.resync import Outstanding
+        from sync.ops.resync import Outstanding
 
         outstanding = Outstanding(broker.client, sent, namespace=broker.namespace)
         left = _follow(outstanding, len(sent), timeout, show=not as_json)

@@ -28,7 +28,7 @@ def upsert(file: BinaryIO, as_json: bool) -> None:
     conflict, could not be stored, or was stored but could not be enqueued.
     """
     from sync.api import upsert_sessions
-    from sync.session import load_json
+    from sync.core.session import load_json
 
     items = load_json(file.read())
     with delivering():

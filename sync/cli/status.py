@@ -19,10 +19,10 @@ def status(as_json: bool) -> None:
     placements stuck with nothing scheduled to move them; integrations needing a
     reconnect or still disconnecting; or a session lagging for more than 15 minutes.
     """
-    from sync.broker import QUEUE
     from sync.config import get_settings
-    from sync.runtime import get_runtime
-    from sync.status import EMBEDDED_NOTE, ago, gather
+    from sync.engine.broker import QUEUE
+    from sync.engine.runtime import get_runtime
+    from sync.ops.status import EMBEDDED_NOTE, ago, gather
 
     with get_runtime().store.tx() as db:
         report = gather(get_settings(), db, QUEUE)

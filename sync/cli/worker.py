@@ -13,7 +13,7 @@ from sync.cli.output import emit_json, json_option
 from sync.cli.usage import OneLineCommand
 
 #: Imported by each worker process after the broker when ``--log-config`` is given.
-LOGGING_MODULE = "sync.cli.worker_logging"
+LOGGING_MODULE = "sync.engine.worker_logging"
 
 
 def _usable_log_config(ctx: click.Context, param: click.Parameter, path: Path | None) -> Path | None:
@@ -25,7 +25,7 @@ def _usable_log_config(ctx: click.Context, param: click.Parameter, path: Path | 
     """
     if path is None:
         return None
-    from sync.cli.worker_logging import LogConfigError, apply
+    from sync.engine.worker_logging import LogConfigError, apply
 
     try:
         apply(path)
@@ -60,7 +60,7 @@ def worker(processes: int | None, threads: int | None, log_config: Path | None,
     if settings.metrics_port:
         _prepare_metrics(settings.metrics_host, settings.metrics_port)
     # The packaged entry module (the root worker.py is a checkout convenience, not installed).
-    argv = [sys.executable, "-m", "dramatiq", "sync.workers:broker"]
+    argv = [sys.executable, "-m", "dramatiq", "sync.engine.workers:broker"]
     if log_config is not None:
         os.environ["CALSYNC_LOG_CONFIG"] = str(log_config.resolve())
         argv += [LOGGING_MODULE, "--skip-logging"]
@@ -97,9 +97,9 @@ def sweep(as_json: bool) -> None:
     The periodic sweep in each worker does this on its own; run it by hand
     after restoring Redis or to settle sessions before a check.
     """
-    from sync.runtime import get_runtime
-    from sync.sweep import sweep as sweep_lagging
-    from sync.tasks import enqueue
+    from sync.engine.runtime import get_runtime
+    from sync.engine.sweep import sweep as sweep_lagging
+    from sync.engine.tasks import enqueue
 
     with delivering():
         ids = sweep_lagging(get_runtime(), enqueue)

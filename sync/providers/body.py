@@ -1,14 +1,14 @@
 """The HTML body every calendar provider shows: agenda, link, place, "View & edit".  (pure)
 
 Google and Outlook both take HTML for the event body, so one renderer serves
-both; only email has its own text/HTML pair (see :mod:`sync.imip`).
+both; only email has its own text/HTML pair (see :mod:`sync.mail.imip`).
 """
 
 from __future__ import annotations
 
 from html import escape
 
-from sync.render import RenderedEvent
+from sync.core.render import RenderedEvent
 
 
 def event_html(event: RenderedEvent) -> str:

@@ -29,14 +29,14 @@ from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 
 from sync import quota
-from sync.channels import Receipt, Target
 from sync.config import Settings
-from sync.crypto import CredentialBox
-from sync.drift import Observed
+from sync.core.backoff import parse_retry_after, rate_limit_delay
+from sync.core.drift import Observed
+from sync.core.render import RenderedEvent
 from sync.errors import AuthError, Misconfigured, PermanentError, TransientError
-from sync.limits import parse_retry_after, rate_limit_delay
+from sync.providers.channel import Receipt, Target
 from sync.providers.google_events import TAG_SESSION, TAG_USER, event_id, generation_of, to_google
-from sync.render import RenderedEvent
+from sync.store.crypto import CredentialBox
 from sync.store.db import Store
 from sync.store.integrations import credentials_of
 

@@ -6,8 +6,8 @@ import hashlib
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from sync.core.render import RenderedEvent
 from sync.providers.body import event_html
-from sync.render import RenderedEvent
 
 #: extendedProperties.private keys that tag an event as calsync's.
 TAG_SESSION = "calsyncSession"

@@ -17,8 +17,8 @@ import requests
 
 from sync.config import Settings
 from sync.errors import AuthError, TransientError
-from sync.oauth_state import State, challenge
 from sync.providers.google import SCOPES
+from sync.providers.oauth_state import State, challenge
 
 
 @dataclass(frozen=True)

@@ -22,15 +22,15 @@ import msal
 import requests
 
 from sync import quota
-from sync.channels import Receipt, Target
 from sync.config import Settings
-from sync.crypto import CredentialBox
-from sync.drift import Observed
+from sync.core.backoff import parse_retry_after, rate_limit_delay
+from sync.core.drift import Observed
+from sync.core.render import RenderedEvent
 from sync.errors import AuthError, EventGone, Misconfigured, PermanentError, TransientError
-from sync.limits import parse_retry_after, rate_limit_delay
-from sync.pinned_ca import session_trusting
+from sync.providers.channel import Receipt, Target
 from sync.providers.outlook_events import for_create, tag_filter, to_graph
-from sync.render import RenderedEvent
+from sync.providers.pinned_ca import session_trusting
+from sync.store.crypto import CredentialBox
 from sync.store.db import Store
 from sync.store.integrations import credentials_of
 from sync.store.models import Integration

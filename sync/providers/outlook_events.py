@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from sync.core.render import RenderedEvent
 from sync.providers.body import event_html
-from sync.render import RenderedEvent
 
 #: The single-value extended property that tags an event with (session, person).
 #: "After you have chosen one format for the id, you should access that extended

@@ -114,7 +114,7 @@ class Integration(Base):
 
 def _address_of(ctx: Any) -> str:
     """Default identity address for rows inserted without one (bulk inserts, old callers)."""
-    from sync.plan import address_of
+    from sync.core.plan import address_of
 
     values = ctx.get_current_parameters()
     return address_of(values.get("channel") or "", values.get("recipient_email") or "")
@@ -127,7 +127,7 @@ class Placement(Base):
     address an emailed invite goes to ("" for calendar channels), so a changed
     address is a new copy and the old one is withdrawn (a CANCEL to the old
     address). ``live`` says a copy may exist out there (an event, or an invite
-    not yet cancelled). ``state`` follows :mod:`sync.states`.
+    not yet cancelled). ``state`` follows :mod:`sync.core.states`.
 
     The lease makes two attempts on one placement impossible: an action runs
     only after a compare-and-set claim that stores a token unique to that one
@@ -160,7 +160,7 @@ class Placement(Base):
     material_hash: Mapped[str | None] = mapped_column(String(64))
     revision: Mapped[int] = mapped_column(Integer, default=0)
     live: Mapped[bool] = mapped_column(Boolean, default=False)
-    #: a :class:`sync.states.State`
+    #: a :class:`sync.core.states.State`
     state: Mapped[str] = mapped_column(String(16), default="pending")
     generation: Mapped[int] = mapped_column(Integer, default=0)
     in_doubt: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -1,7 +1,7 @@
 """Placement rows: reading them for the planner, leasing them, and every state change.
 
 Every write of ``state`` in calsync happens here, through :func:`_move`, which
-checks the move against the lifecycle in :mod:`sync.states`.
+checks the move against the lifecycle in :mod:`sync.core.states`.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as Db
 
-from sync import states
-from sync.plan import Action, Kind, Recorded
-from sync.render import Recipient, RenderedEvent
-from sync.states import State
+from sync.core import states
+from sync.core.plan import Action, Kind, Recorded
+from sync.core.render import Recipient, RenderedEvent
+from sync.core.states import State
 from sync.store.db import utcnow
 from sync.store.models import Placement, SyncLog
 

@@ -9,8 +9,8 @@ from typing import Any, Literal
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.orm import Session as Db
 
-from sync.session import Participant, Session, StoredParticipant, StoredSession
-from sync.states import State
+from sync.core.session import Participant, Session, StoredParticipant, StoredSession
+from sync.core.states import State
 from sync.store.db import utcnow
 from sync.store.models import ParticipantRow, Person, SessionRow
 

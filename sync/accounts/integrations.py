@@ -17,12 +17,12 @@ from cryptography.fernet import InvalidToken
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, field_validator
 from sqlalchemy import func, select
 
-from sync.crypto import CredentialBox
+from sync.core.sanitize import has_control_chars
+from sync.engine.runtime import Runtime
 from sync.errors import AuthError, CalsyncError, FieldError, InvalidInput, NotFound
-from sync.oauth_state import StateSigner
-from sync.runtime import Runtime
-from sync.sanitize import has_control_chars
+from sync.providers.oauth_state import StateSigner
 from sync.store import sessions
+from sync.store.crypto import CredentialBox
 from sync.store.db import utcnow
 from sync.store.integrations import touch_sessions_of
 from sync.store.models import Integration, OAuthFlow, Person

@@ -10,9 +10,9 @@ The root ``worker.py`` re-exports it for ``dramatiq worker`` run from a checkout
 import dramatiq
 
 from sync.config import get_settings
-from sync.heartbeat import Heartbeat
-from sync.periodic import PeriodicSweep
-from sync.tasks import broker
+from sync.engine.heartbeat import Heartbeat
+from sync.engine.periodic import PeriodicSweep
+from sync.engine.tasks import broker
 
 dramatiq.set_broker(broker)
 broker.add_middleware(PeriodicSweep())

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property, lru_cache
 
-from sync.sanitize import html_to_text
-from sync.session import ParticipantLike, SessionLike
+from sync.core.sanitize import html_to_text
+from sync.core.session import ParticipantLike, SessionLike
 
 #: Namespace for invite UIDs: derived from the session id, so stable, and
 #: opaque, so no personal data sits in a UID.

@@ -30,7 +30,7 @@ _MODE = "livemostrecent"
 #: Messages waiting in calsync's queue, by where they wait.
 BACKLOG = Gauge("calsync_queue_backlog", "Messages in calsync's queue: queued, in flight, delayed, dead.",
                 ["state"], multiprocess_mode=_MODE)
-#: Placements by lifecycle state and channel (see sync.states).
+#: Placements by lifecycle state and channel (see sync.core.states).
 PLACEMENTS = Gauge("calsync_placements", "Placements by state and channel.", ["state", "channel"],
                    multiprocess_mode=_MODE)
 #: Integrations whose person must reconnect.
@@ -45,10 +45,10 @@ CHANNELS = ("email", "google", "outlook")
 
 def refresh_health(client: Any | None) -> None:
     """Read the store (and the queue, when ``client`` is Redis) and set every health gauge."""
-    from sync.broker import QUEUE
-    from sync.runtime import get_runtime
-    from sync.states import State
-    from sync.status import queue_stats, store_stats
+    from sync.core.states import State
+    from sync.engine.broker import QUEUE
+    from sync.engine.runtime import get_runtime
+    from sync.ops.status import queue_stats, store_stats
 
     if client is not None:
         q = queue_stats(client, QUEUE)

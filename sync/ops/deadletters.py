@@ -28,7 +28,7 @@ from dramatiq.common import q_name
 from dramatiq.errors import DecodeError
 from dramatiq.message import Message
 
-from sync.broker import QUEUE
+from sync.engine.broker import QUEUE
 from sync.errors import FieldError, InvalidInput, NotFound
 
 #: Options that described the dead attempt, not the work: a retry starts clean.

@@ -11,9 +11,9 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sync.plan import Action, Desired, Recorded, plan
-from sync.render import Recipient, RenderedEvent, render
-from sync.session import Participant, SessionLike
+from sync.core.plan import Action, Desired, Recorded, plan
+from sync.core.render import Recipient, RenderedEvent, render
+from sync.core.session import Participant, SessionLike
 
 
 @dataclass(frozen=True)

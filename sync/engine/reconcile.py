@@ -14,12 +14,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sync import logcontext
-from sync.apply import apply
-from sync.desired import plan_session
-from sync.plan import Action, Kind
-from sync.runtime import Runtime
-from sync.session import Session
+from sync.core.desired import plan_session
+from sync.core.plan import Action, Kind
+from sync.core.session import Session
+from sync.engine import logcontext
+from sync.engine.apply import apply
+from sync.engine.runtime import Runtime
 from sync.store import integrations, placements, sessions
 from sync.store.db import utcnow
 

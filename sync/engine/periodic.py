@@ -42,7 +42,7 @@ class PeriodicSweep(Middleware):
         return bool(client.set(LOCK_KEY, "1", nx=True, px=int(self.interval * 1000)))
 
     def _loop(self, broker: dramatiq.Broker) -> None:
-        from sync.tasks import sweep
+        from sync.engine.tasks import sweep
 
         while not self._stop.wait(self.interval):
             try:

@@ -2,7 +2,7 @@
 
 Importing calsync never touches a host application's Dramatiq: the broker is
 calsync's own object, passed explicitly to its actors, and becomes the
-process-wide broker only in calsync's own worker processes (``sync.workers``,
+process-wide broker only in calsync's own worker processes (``sync.engine.workers``,
 the module ``calsync worker`` and the root ``worker.py`` run).
 
 ``memory://`` is the embedded default: a StubBroker whose worker threads run
@@ -59,7 +59,7 @@ def get_broker() -> dramatiq.Broker:
 
 
 def __getattr__(name: str) -> dramatiq.Broker:
-    # ``from sync.broker import broker`` keeps working, lazily: the broker is built
+    # ``from sync.engine.broker import broker`` keeps working, lazily: the broker is built
     # when a calsync entry point asks for it, never as a side effect of an import.
     if name == "broker":
         return get_broker()

@@ -25,10 +25,10 @@ from dramatiq.message import Message
 from sqlalchemy import select
 from sqlalchemy.orm import Session as Db
 
-from sync.broker import QUEUE
-from sync.desired import SessionPlan, plan_session
-from sync.plan import Kind
-from sync.runtime import Runtime
+from sync.core.desired import SessionPlan, plan_session
+from sync.core.plan import Kind
+from sync.engine.broker import QUEUE
+from sync.engine.runtime import Runtime
 from sync.store import integrations, placements
 from sync.store.db import utcnow
 from sync.store.models import ParticipantRow, Placement, SessionRow

@@ -3,7 +3,7 @@
 Every channel (emailed invites, Google Calendar, Outlook) implements the same
 two operations, so the engine treats them alike. A channel raises only the
 errors in :mod:`sync.errors`; anything else is a bug, which fails that one
-placement with its reason (see :mod:`sync.apply`).
+placement with its reason (see :mod:`sync.engine.apply`).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from sync.drift import Observed
-from sync.render import RenderedEvent
+from sync.core.drift import Observed
+from sync.core.render import RenderedEvent
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sync.render import RenderedEvent
+from sync.core.render import RenderedEvent
 
 
 @dataclass(frozen=True)

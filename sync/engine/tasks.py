@@ -6,12 +6,12 @@ import logging
 
 import dramatiq
 
-from sync.broker import QUEUE, get_broker
+from sync.accounts.integrations import resync_user
 from sync.config import get_settings
-from sync.integrations import resync_user
-from sync.reconcile import reconcile
-from sync.runtime import get_runtime
-from sync.sweep import sweep as sweep_lagging
+from sync.engine.broker import QUEUE, get_broker
+from sync.engine.reconcile import reconcile
+from sync.engine.runtime import get_runtime
+from sync.engine.sweep import sweep as sweep_lagging
 
 log = logging.getLogger(__name__)
 

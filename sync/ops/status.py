@@ -16,8 +16,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session as Db
 
 from sync.config import Settings
+from sync.core.states import MEANING, SETTLED, State
 from sync.errors import ConfigError
-from sync.states import MEANING, SETTLED, State
 from sync.store.db import utcnow
 from sync.store.models import Integration, Placement, SessionRow
 
@@ -26,7 +26,7 @@ from sync.store.models import Integration, Placement, SessionRow
 LAG_ALERT = timedelta(minutes=15)
 #: How many user ids ``status`` names; the count is always exact.
 RECONNECT_SHOWN = 20
-#: Placement states that need a person whatever else is going on (see :mod:`sync.states`).
+#: Placement states that need a person whatever else is going on (see :mod:`sync.core.states`).
 PROBLEM_STATES = (State.FAILED, State.DRIFT, State.HELD, State.STRANDED)
 #: What an operator is told to do about each of them.
 ADVICE = {
@@ -196,7 +196,7 @@ def _disconnecting(db: Db) -> list[tuple[str, str, int]]:
 
 @dataclass(frozen=True)
 class Workers:
-    """Worker processes seen by their heartbeat (see :mod:`sync.heartbeat`)."""
+    """Worker processes seen by their heartbeat (see :mod:`sync.engine.heartbeat`)."""
 
     alive: int
     last_seen_seconds: float | None
@@ -305,7 +305,7 @@ class Status:
 
 def gather(settings: Settings, db: Db, queue: str) -> Status:
     """Read everything ``calsync status`` shows; Redis and database errors propagate to the CLI."""
-    from sync.heartbeat import workers_seen
+    from sync.engine.heartbeat import workers_seen
 
     client = broker_client(settings)
     stats = workers = None

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sync.integrations import finish_disconnects
-from sync.runtime import Runtime
+from sync.accounts.integrations import finish_disconnects
+from sync.engine.runtime import Runtime
 from sync.store import sessions
 
 

@@ -34,7 +34,7 @@ from zoneinfo import ZoneInfo
 from sync.errors import ConfigError
 
 if TYPE_CHECKING:
-    from sync.drift import Observed
+    from sync.core.drift import Observed
     from sync.emulators.google import GoogleEmulator
     from sync.emulators.graph import GraphEmulator
 
@@ -221,7 +221,7 @@ def outlook_settings(emu: GraphEmulator) -> dict[str, str]:
 
 
 def calendars_settings(calendars: Calendars) -> dict[str, str]:
-    from sync.crypto import new_key
+    from sync.store.crypto import new_key
 
     return {
         **google_settings(calendars.google),
@@ -236,18 +236,18 @@ def use_embedded_defaults(out: Path, calendars: Calendars | None = None) -> Path
 
     Whatever the environment says is overridden for these, the database
     above all: the demo's is always ``out/calsync.db``, never the operator's
-    ``CALSYNC_DATABASE_URL``. Must run before :mod:`sync.broker` is imported,
+    ``CALSYNC_DATABASE_URL``. Must run before :mod:`sync.engine.broker` is imported,
     because the broker is chosen and the actors bound to it at import time.
     ``out`` must be the demo's own folder (:func:`claim_folder`); a previous
     demo's database and invites in it are removed so each run starts clean.
     """
-    if "sync.broker" in sys.modules:
-        from sync.broker import broker, is_embedded
+    if "sync.engine.broker" in sys.modules:
+        from sync.engine.broker import broker, is_embedded
 
         if not is_embedded(broker):
             raise ConfigError("calsync demo needs a fresh process: a non-embedded broker is already bound")
     from sync.config import get_settings
-    from sync.runtime import set_runtime
+    from sync.engine.runtime import set_runtime
 
     out = claim_folder(out)
     outbox = out / "outbox"
@@ -322,10 +322,12 @@ def run(out: Path, say: Callable[[str], None] = lambda _: None) -> Report:
 def _run(out: Path, calendars: Calendars, say: Callable[[str], None]) -> Report:
     outbox = use_embedded_defaults(out, calendars)
 
-    from sync import api, integrations, tasks  # tasks declares the actors before the worker starts
-    from sync.broker import QUEUE, broker, embedded_worker
+    from sync import api
+    from sync.accounts import integrations
     from sync.config import get_settings
-    from sync.runtime import get_runtime
+    from sync.engine import tasks  # tasks declares the actors before the worker starts
+    from sync.engine.broker import QUEUE, broker, embedded_worker
+    from sync.engine.runtime import get_runtime
     from sync.store.migrate import upgrade
 
     settings = get_settings()

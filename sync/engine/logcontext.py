@@ -2,7 +2,7 @@
 
 A log shipper filters on ``session_id`` and ``user_id``, not on words inside a
 message. The engine binds them around each reconcile and each action; the
-JSON formatter (:mod:`sync.cli.jsonlog`) adds whatever is bound to every line
+JSON formatter (:mod:`sync.engine.jsonlog`) adds whatever is bound to every line
 written meanwhile, from that thread. Context variables keep worker threads apart.
 """
 

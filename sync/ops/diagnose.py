@@ -13,14 +13,14 @@ from typing import Any
 
 from sqlalchemy import select
 
-from sync.channels import CalendarChannel, Target
-from sync.drift import Difference, Observed, compare
+from sync.core.drift import Difference, Observed, compare
+from sync.core.plan import Recorded
+from sync.core.render import RenderedEvent, render
+from sync.core.session import Participant
+from sync.engine.reconcile import snapshot
+from sync.engine.runtime import Runtime
 from sync.errors import AuthError, ChannelError, NotFound
-from sync.plan import Recorded
-from sync.reconcile import snapshot
-from sync.render import RenderedEvent, render
-from sync.runtime import Runtime
-from sync.session import Participant
+from sync.providers.channel import CalendarChannel, Target
 from sync.store import placements
 from sync.store.db import utcnow
 from sync.store.integrations import mark_dead, touch_sessions_of

@@ -1,7 +1,7 @@
 """A stdlib logging formatter that writes one JSON object per line, for log shippers.
 
 Referenced by name from ``config/logging.json``; kept apart from
-:mod:`sync.cli.worker_logging` because dictConfig imports it while that
+:mod:`sync.engine.worker_logging` because dictConfig imports it while that
 module is still being imported.
 """
 
@@ -11,7 +11,7 @@ import json
 import logging
 from datetime import datetime, timezone
 
-from sync import logcontext
+from sync.engine import logcontext
 
 
 class JsonFormatter(logging.Formatter):

@@ -25,8 +25,8 @@ from pydantic import (
     model_validator,
 )
 
+from sync.core.sanitize import clean_html, has_control_chars
 from sync.errors import FieldError, InvalidInput
-from sync.sanitize import clean_html, has_control_chars
 
 #: Longest agenda accepted, in characters of HTML; Google and Graph bodies and
 #: mail clients all cope well below this.

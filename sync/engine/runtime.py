@@ -8,8 +8,8 @@ import threading
 import uuid
 from collections.abc import Callable
 
-from sync.channels import Channel
 from sync.config import Settings, get_settings
+from sync.providers.channel import Channel
 from sync.quota import MemoryQuota, QuotaBackend, RedisQuota
 from sync.store.db import Store
 
@@ -26,12 +26,12 @@ def quota_backend(settings: Settings) -> QuotaBackend:
 def default_channels(settings: Settings, store: Store) -> dict[str, Channel]:
     """Every channel this process can use: email always, a provider once its OAuth client is set."""
     from sync.email_fallback import EmailChannel
-    from sync.mail_transport import transport_from_url
+    from sync.mail.transport import transport_from_url
 
     transport = transport_from_url(settings.require("smtp_url"), timeout=settings.io_timeout_seconds)
     channels: dict[str, Channel] = {"email": EmailChannel(store, transport, settings.require("mail_from"))}
     if settings.google_client_id or settings.ms_client_id:
-        from sync.crypto import CredentialBox
+        from sync.store.crypto import CredentialBox
 
         box = CredentialBox([k.get_secret_value() for k in settings.secret_keys])
         shared = quota_backend(settings)

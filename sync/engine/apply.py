@@ -20,13 +20,14 @@ from datetime import datetime, timedelta
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session as Db
 
-from sync import limits, logcontext, metrics
-from sync.channels import Receipt, Target
+from sync.core import backoff as limits
+from sync.core.plan import Action, Kind
+from sync.core.states import State
+from sync.engine import logcontext, metrics
+from sync.engine.runtime import Runtime
 from sync.errors import AuthError, ChannelError, EventGone, Misconfigured, PermanentError, TransientError
-from sync.plan import Action, Kind
+from sync.providers.channel import Receipt, Target
 from sync.quota import Throttled
-from sync.runtime import Runtime
-from sync.states import State
 from sync.store import integrations, placements
 from sync.store.db import utcnow
 from sync.store.models import Placement

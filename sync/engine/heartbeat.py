@@ -72,7 +72,7 @@ class Heartbeat(Middleware):
                 pass
 
     def _loop(self, broker: dramatiq.Broker) -> None:
-        from sync import metrics
+        from sync.engine import metrics
 
         client = getattr(broker, "client", None)
         while True:

@@ -12,8 +12,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sync.render import Recipient, RenderedEvent
-from sync.states import State
+from sync.core.render import Recipient, RenderedEvent
+from sync.core.states import State
 
 #: How early a retry may arrive and still count as due.
 EARLY_TOLERANCE = timedelta(seconds=2)

@@ -89,7 +89,7 @@ def check_database(settings: Settings) -> Check:
 
 
 def check_broker(settings: Settings) -> Check:
-    from sync.status import broker_client
+    from sync.ops.status import broker_client
 
     client = broker_client(settings)
     if client is None:
@@ -114,7 +114,7 @@ def _redis_address(kwargs: dict[str, Any]) -> str:
 
 def check_smtp(settings: Settings) -> Check:
     """Connect, EHLO, STARTTLS if asked, log in if credentials are given; nothing is sent."""
-    from sync.mail_transport import parse_smtp_url
+    from sync.mail.transport import parse_smtp_url
 
     url = settings.require("smtp_url")
     if urlsplit(url).scheme.lower() == "file":
@@ -167,7 +167,7 @@ def _reply(reply: bytes | str) -> str:
 
 def _check_mail_directory(url: str) -> Check:
     """``file://``: the transport creates the directory on first send, so a writable ancestor is enough."""
-    from sync.mail_transport import FileTransport, transport_from_url
+    from sync.mail.transport import FileTransport, transport_from_url
 
     transport = transport_from_url(url, timeout=TIMEOUT)
     assert isinstance(transport, FileTransport)
@@ -197,8 +197,8 @@ def check_secret_keys(settings: Settings) -> Check:
     from sqlalchemy import func, select
     from sqlalchemy.exc import SQLAlchemyError
 
-    from sync.crypto import CredentialBox
     from sync.errors import Misconfigured
+    from sync.store.crypto import CredentialBox
     from sync.store.db import Store
     from sync.store.models import Integration
 
@@ -239,7 +239,7 @@ def check_held(settings: Settings) -> Check:
     provider refuses, credentials no key opens): the fix is a setting, and they resume by themselves."""
     from sqlalchemy import func, select
 
-    from sync.states import State
+    from sync.core.states import State
     from sync.store.db import Store
     from sync.store.models import Placement
 
@@ -270,7 +270,7 @@ def _endpoints(name: str, urls: list[str], ca_bundle: str | None) -> Check:
     """Any HTTP answer, even 404, proves DNS, routing and TLS; only no answer is a failure."""
     import requests
 
-    from sync.pinned_ca import session_trusting
+    from sync.providers.pinned_ca import session_trusting
 
     answers = []
     with session_trusting(ca_bundle) as http:

@@ -43,8 +43,8 @@ from icalendar import (
     vText,
 )
 
-from sync.render import RenderedEvent
-from sync.sanitize import header_safe
+from sync.core.render import RenderedEvent
+from sync.core.sanitize import header_safe
 
 Method = Literal["REQUEST", "CANCEL"]
 
