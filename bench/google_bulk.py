@@ -6,7 +6,7 @@
 
 Issue 3, "Speed (benchmark, not test)". :mod:`bench.harness` runs the two phases (create, then the
 measured bulk reschedule) and prints the figures; this file holds what is Google's: the
-:class:`sync.emulators.google.GoogleEmulator` with its quotas ON at the very limits and window the
+:class:`sync.testing.emulators.google.GoogleEmulator` with its quotas ON at the very limits and window the
 client is configured with (``google_quota_per_user``, ``google_quota_per_project``,
 ``quota_window_seconds``), and the quota bound where a per-user and a per-project limit hold at once.
 """
@@ -45,7 +45,7 @@ class GoogleBulk(harness.Scenario):
                      ("--per-project", 400, "P: requests per project per window (Google: 10000; default 400)"))
 
     def start_emulator(self) -> Any:
-        from sync.emulators.google import GoogleEmulator
+        from sync.testing.emulators.google import GoogleEmulator
 
         emu = GoogleEmulator()
         emu.quota_per_user_per_minute = self.args.per_user

@@ -401,8 +401,7 @@ def run(kind: type[Scenario], argv: Sequence[str] | None = None, out: TextIO | N
     def say(line: str = "") -> None:
         print(line, file=out, flush=True)
 
-    from sync import api
-    from sync.accounts import integrations
+    from sync import accounts, api
     from sync.config import Settings
     from sync.engine.runtime import Runtime
     from sync.quota import MAX_INLINE_WAIT, MemoryQuota, RedisQuota
@@ -447,7 +446,7 @@ def run(kind: type[Scenario], argv: Sequence[str] | None = None, out: TextIO | N
             + sc.setup_detail(emu))
 
         people = [(f"u-{j:03d}", account_email(j)) for j in range(args.accounts)]
-        imported = integrations.import_integrations(rt, [
+        imported = accounts.import_integrations(rt, [
             {"user_id": uid, "provider": sc.channel_name, "account_email": mail,
              "calendar_id": sc.calendar_id,
              "refresh_token": emu.add_user(mail)} for uid, mail in people], enqueue=lambda sid: None)

@@ -6,7 +6,7 @@
 
 Issue 4, "Speed (benchmark, not test)". :mod:`bench.harness` runs the two phases (create, then the
 measured bulk reschedule) and prints the figures; this file holds what is Outlook's: the
-:class:`sync.emulators.graph.GraphEmulator` (real msal and requests over TLS) with the very limits
+:class:`sync.testing.emulators.graph.GraphEmulator` (real msal and requests over TLS) with the very limits
 the client is configured with — at most L requests per mailbox in any W-second window
 (``outlook_quota_per_window``, ``outlook_quota_window_seconds``) and C concurrent per mailbox
 (``outlook_max_concurrent``) — plus a few milliseconds of latency per request, so that the
@@ -64,7 +64,7 @@ class OutlookBulk(harness.Scenario):
         return "--latency-ms must be >= 0" if self.args.latency_ms < 0 else None
 
     def start_emulator(self) -> Any:
-        from sync.emulators.graph import GraphEmulator
+        from sync.testing.emulators.graph import GraphEmulator
 
         a = self.args
         emu = GraphEmulator()

@@ -24,8 +24,10 @@ from sync.errors import ConfigError
 
 PREFIX = "CALSYNC_"
 
+#: Broker URLs that name a Redis server; ``memory://`` is the embedded broker.
+REDIS_PREFIXES = ("redis://", "rediss://", "unix://")
 #: Schemes ``make_broker`` understands (``sync.engine.broker``), as the prefixes it checks.
-BROKER_PREFIXES = ("redis://", "rediss://", "unix://", "memory://")
+BROKER_PREFIXES = (*REDIS_PREFIXES, "memory://")
 #: Schemes ``transport_from_url`` understands (``sync.mail.transport``).
 SMTP_SCHEMES = ("smtp", "smtps", "file")
 
@@ -43,6 +45,11 @@ def _sqlalchemy_url(value: str) -> str:
         raise ValueError("must be a SQLAlchemy URL such as sqlite:///calsync.db or "
                          "postgresql+psycopg://user:password@host:5432/dbname") from None
     return value
+
+
+def uses_redis(broker_url: str) -> bool:
+    """Whether the (already validated) broker URL names a Redis server rather than the embedded broker."""
+    return broker_url.startswith(REDIS_PREFIXES)
 
 
 def _broker_url(value: str) -> str:

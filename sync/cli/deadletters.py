@@ -30,8 +30,8 @@ def _dead_letters() -> Iterator[DeadLetters]:
     """The dead-letter queue named by CALSYNC_BROKER_URL; refuses the embedded broker in one line."""
     from sync.cli.usage import UsageError
     from sync.config import get_settings
+    from sync.engine.queues import broker_client
     from sync.ops.deadletters import DeadLetters
-    from sync.ops.status import broker_client
 
     client = broker_client(get_settings())
     if client is None:

@@ -46,7 +46,7 @@ def connect(user_id: str, provider: str, callback: str | None) -> None:
     never printed; USER's sessions then move from emailed invites to their
     calendar.
     """
-    from sync.accounts import integrations as svc
+    from sync import accounts as svc
     from sync.engine.runtime import get_runtime
 
     rt = get_runtime()
@@ -74,7 +74,7 @@ def import_(file: BinaryIO, as_json: bool) -> None:
     sessions, which `calsync sweep` (and each worker's periodic sweep) enqueues
     once the broker is back. Exits 1 if any element was rejected or not queued.
     """
-    from sync.accounts import integrations as svc
+    from sync import accounts as svc
     from sync.core.session import load_json
     from sync.engine.runtime import get_runtime
 
@@ -107,17 +107,17 @@ def import_(file: BinaryIO, as_json: bool) -> None:
 @json_option
 def list_(status: str | None, as_json: bool) -> None:
     """List integrations; exits 1 if any listed one needs a reconnect."""
-    from sync.accounts import integrations as svc
+    from sync import accounts as svc
     from sync.engine.runtime import get_runtime
 
     rows = svc.list_integrations(get_runtime(), status)
     if as_json:
-        emit_json(rows)
+        emit_json([r.as_dict() for r in rows])
     else:
         table(["user", "provider", "account", "calendar", "status", "reason", "updated"],
-              [[r["user_id"], r["provider"], r["account_email"], r["calendar_id"], r["status"], r["reason"],
-                r["updated_at"]] for r in rows])
-    if any(r["status"] == "needs_reconnect" for r in rows):
+              [[r.user_id, r.provider, r.account_email, r.calendar_id, r.status, r.reason, r.updated_at]
+               for r in rows])
+    if any(r.status == "needs_reconnect" for r in rows):
         sys.exit(1)
 
 
@@ -126,18 +126,18 @@ def list_(status: str | None, as_json: bool) -> None:
 @json_option
 def disconnect(user_id: str, as_json: bool) -> None:
     """Withdraw USER's calendar events, revoke the token, and send them invites by email instead."""
-    from sync.accounts import integrations as svc
+    from sync import accounts as svc
     from sync.engine.reconcile import reconcile
     from sync.engine.runtime import get_runtime
 
     rt = get_runtime()
     result = svc.disconnect(rt, user_id, reconcile_now=lambda sid: reconcile(rt, sid))
     if as_json:
-        emit_json(result)
+        emit_json(result.as_dict())
     else:
-        if result["remaining"]:
-            click.echo(f"{user_id}\tdisconnecting\t{result['remaining']} calendar copies still to remove; "
+        if result.remaining:
+            click.echo(f"{user_id}\tdisconnecting\t{result.remaining} calendar copies still to remove; "
                        "retried automatically, the token is revoked once none is left (`calsync status`)")
         else:
-            click.echo(f"{user_id}\tdisconnected\t{len(result['sessions'])} sessions moved to email"
-                       f"{'' if result['revoked'] else ' (token could not be revoked; it may already be dead)'}")
+            click.echo(f"{user_id}\tdisconnected\t{len(result.sessions)} sessions moved to email"
+                       f"{'' if result.revoked else ' (token could not be revoked; it may already be dead)'}")

@@ -23,13 +23,13 @@ def rotate(as_json: bool) -> None:
     Prepend the new key, run this, and drop the old key once nothing is
     reported unreadable. Exits 1 if some credential no configured key opens.
     """
-    from sync.accounts.integrations import rotate_keys
+    from sync.accounts import rotate_keys
     from sync.engine.runtime import get_runtime
 
     counts = rotate_keys(get_runtime())
     if as_json:
-        emit_json(counts)
+        emit_json(counts.as_dict())
     else:
-        click.echo(f"rotated\t{counts['rotated']}\nunreadable\t{counts['unreadable']}")
-    if counts["unreadable"]:
+        click.echo(f"rotated\t{counts.rotated}\nunreadable\t{counts.unreadable}")
+    if counts.unreadable:
         sys.exit(1)

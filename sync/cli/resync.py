@@ -162,9 +162,10 @@ def _run(rt: Any, sel: Any, wait: bool, timeout: float, as_json: bool) -> None:
                    f"enqueued {len(result.enqueued)}")
     timed_out, left, dead = False, 0, []
     if wait and not embedded and sent:
+        from sync.engine.queues import QueueKeys
         from sync.ops.resync import Outstanding
 
-        outstanding = Outstanding(broker.client, sent, namespace=broker.namespace)
+        outstanding = Outstanding(broker.client, sent, QueueKeys(namespace=broker.namespace))
         left = _follow(outstanding, len(sent), timeout, show=not as_json)
         timed_out = left > 0
         by_id = {m.message_id: m.args[0] for m in sent}

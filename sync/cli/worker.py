@@ -46,11 +46,11 @@ def worker(processes: int | None, threads: int | None, log_config: Path | None,
 
     Any further arguments go to dramatiq unchanged, e.g. `--queues calsync`.
     """
-    from sync.config import get_settings
+    from sync.config import get_settings, uses_redis
     from sync.errors import ConfigError
 
     settings = get_settings()
-    if settings.broker_url.startswith("memory://"):
+    if not uses_redis(settings.broker_url):
         raise ConfigError("CALSYNC_BROKER_URL is memory://, which delivers inside each calsync command; "
                           "a separate worker needs a redis:// broker")
     # Checked here so a misconfigured deploy fails at start, not on every message.

@@ -53,6 +53,8 @@ MEANING: dict[State, str] = {
 
 #: Settled: nothing is owed to this copy until the session or the routing changes.
 SETTLED = frozenset({State.PLACED, State.WITHDRAWN})
+#: States that need a person whatever else is going on (``calsync status`` lists them as problems).
+PROBLEM_STATES = (State.FAILED, State.DRIFT, State.HELD, State.STRANDED)
 
 #: Never the target of a move except from ``sending`` (an outcome), or by the planner.
 _OUTCOMES = frozenset({State.PLACED, State.WITHDRAWN, State.RETRYING, State.FAILED, State.HELD,

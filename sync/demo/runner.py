@@ -5,9 +5,9 @@ would change it — a reschedule, an agenda edit, a participant leaving, a
 cancellation — all through :mod:`sync.api`, with the in-process worker
 draining the queue after each step. Every channel is on show: two people
 have connected Google Calendar (the local emulator in
-:mod:`sync.emulators.google`, a real HTTP server on 127.0.0.1 that the real
+:mod:`sync.testing.emulators.google`, a real HTTP server on 127.0.0.1 that the real
 google-api-python-client talks to), one has connected Outlook (the Microsoft
-identity platform + Graph emulator in :mod:`sync.emulators.graph`, over
+identity platform + Graph emulator in :mod:`sync.testing.emulators.graph`, over
 HTTPS, for the real msal and requests), and the others get emailed invites,
 written as ``.eml`` files. One of the Google pair loses their access mid-run
 and reconnects later.
@@ -35,8 +35,8 @@ from sync.errors import ConfigError
 
 if TYPE_CHECKING:
     from sync.core.drift import Observed
-    from sync.emulators.google import GoogleEmulator
-    from sync.emulators.graph import GraphEmulator
+    from sync.testing.emulators.google import GoogleEmulator
+    from sync.testing.emulators.graph import GraphEmulator
 
 #: Sender and ORGANIZER of the demo's invites (a reserved example domain).
 DEMO_MAIL_FROM = "sessions@calsync.example"
@@ -311,8 +311,8 @@ def run(out: Path, say: Callable[[str], None] = lambda _: None) -> Report:
     Raises:
       FolderRefused: ``out`` is not the demo's to use (checked before any emulator starts).
     """
-    from sync.emulators.google import GoogleEmulator
-    from sync.emulators.graph import GraphEmulator
+    from sync.testing.emulators.google import GoogleEmulator
+    from sync.testing.emulators.graph import GraphEmulator
 
     out = claim_folder(out)
     with GoogleEmulator() as google, GraphEmulator() as outlook:
@@ -322,8 +322,7 @@ def run(out: Path, say: Callable[[str], None] = lambda _: None) -> Report:
 def _run(out: Path, calendars: Calendars, say: Callable[[str], None]) -> Report:
     outbox = use_embedded_defaults(out, calendars)
 
-    from sync import api
-    from sync.accounts import integrations
+    from sync import accounts, api
     from sync.config import get_settings
     from sync.engine import tasks  # tasks declares the actors before the worker starts
     from sync.engine.broker import QUEUE, broker, embedded_worker
@@ -347,10 +346,10 @@ def _run(out: Path, calendars: Calendars, say: Callable[[str], None]) -> Report:
         broker.join(QUEUE, fail_fast=False)  # type: ignore[attr-defined]
         report.steps.append(description)
         say(f"{len(report.steps)}. {description}")
-        for row in integrations.list_integrations(rt):
-            seen = statuses.setdefault(row["user_id"], [])
-            if not seen or seen[-1] != row["status"]:
-                seen.append(row["status"])
+        for row in accounts.list_integrations(rt):
+            seen = statuses.setdefault(row.user_id, [])
+            if not seen or seen[-1] != row.status:
+                seen.append(row.status)
         for line in check() if check else ():
             say(f"   → {line}")
 
@@ -363,13 +362,13 @@ def _run(out: Path, calendars: Calendars, say: Callable[[str], None]) -> Report:
         items = [{"user_id": PEOPLE[n]["user_id"], "provider": CONNECTED[n], "account_email": PEOPLE[n]["email"],
                   "calendar_id": "primary" if CONNECTED[n] == "google" else None, "refresh_token": token}
                  for n, token in tokens.items()]
-        for result in integrations.import_integrations(rt, items, tasks.enqueue):
+        for result in accounts.import_integrations(rt, items, tasks.enqueue):
             if not result.ok:
                 report.problems.append(f"import of {result.user_id}: {'; '.join(map(str, result.errors))}")
 
-    def integration_of(person: dict[str, str]) -> dict[str, Any]:
-        rows = [r for r in integrations.list_integrations(rt) if r["user_id"] == person["user_id"]]
-        return rows[0] if rows else {"status": "none", "reason": None}
+    def integration_of(person: dict[str, str]) -> accounts.IntegrationInfo:
+        rows = [r for r in accounts.list_integrations(rt) if r.user_id == person["user_id"]]
+        return rows[0] if rows else accounts.IntegrationInfo(person["user_id"], "", None, None, "none", None, "")
 
     def invites_to(person: dict[str, str], session_id: str) -> str:
         uid = next(p.uid for p in api.get_session(session_id).placements)
@@ -385,13 +384,13 @@ def _run(out: Path, calendars: Calendars, say: Callable[[str], None]) -> Report:
     def token_died() -> list[str]:
         row = integration_of(alan_p)
         mailed = {sid: invites_to(alan_p, sid) for sid in alan_sessions}
-        if row["status"] != "needs_reconnect":
-            report.problems.append(f"Alan's integration is {row['status']} after his token died, not needs_reconnect")
+        if row.status != "needs_reconnect":
+            report.problems.append(f"Alan's integration is {row.status} after his token died, not needs_reconnect")
         for sid, history in mailed.items():
             if not history.split(" → ")[-1].startswith("REQUEST"):
                 report.problems.append(f"Alan got no emailed {sid} invite after his token died ({history})")
         stale = copies("alan", "kickoff")
-        return [f"Alan's Google integration: {row['status']}: {row['reason']}",
+        return [f"Alan's Google integration: {row.status}: {row.reason}",
                 f"in the same reconcile both his sessions went out by email instead: {_per_session(mailed)}",
                 f"his old Google kickoff stays at {_event_time(stale[0], kickoff['timezone']) if stale else '(none)'}"
                 " until he reconnects: a dead token can neither move nor delete it"]
@@ -410,15 +409,15 @@ def _run(out: Path, calendars: Calendars, say: Callable[[str], None]) -> Report:
         row = integration_of(alan_p)
         mailed = {sid: invites_to(alan_p, sid) for sid in alan_sessions}
         events = copies("alan", "kickoff")
-        if row["status"] != "active":
-            report.problems.append(f"Alan's integration is {row['status']} after reconnecting, not active")
+        if row.status != "active":
+            report.problems.append(f"Alan's integration is {row.status} after reconnecting, not active")
         for sid, history in mailed.items():
             if not history.split(" → ")[-1].startswith("CANCEL"):
                 report.problems.append(f"Alan's emailed {sid} invite was not cancelled on reconnect ({history})")
         if len(events) != 1 or events[0].start != datetime.fromisoformat(kickoff_start):
             report.problems.append(f"Alan's calendar holds {len(events)} kickoff event(s), not one at the new time")
         shown = _event_line(events[0], kickoff["timezone"]) if events else "no event"
-        return [f"Alan's Google integration: {row['status']}",
+        return [f"Alan's Google integration: {row.status}",
                 f"his emailed invites were withdrawn: {_per_session(mailed)}",
                 f"and the kickoff is back on his Google calendar: {shown}"]
 
@@ -448,8 +447,8 @@ def _run(out: Path, calendars: Calendars, say: Callable[[str], None]) -> Report:
 
     _summarise(report, calendars, [data["id"] for data in program.values()])
     report.integrations = [{**{k: r[k] for k in ("user_id", "provider", "account_email", "status", "reason")},
-                            "history": " → ".join(statuses.get(r["user_id"], [r["status"]]))}
-                           for r in integrations.list_integrations(rt)]
+                            "history": " → ".join(statuses.get(r.user_id, [r.status]))}
+                           for r in accounts.list_integrations(rt)]
     return report
 
 

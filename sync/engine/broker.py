@@ -18,7 +18,7 @@ from contextlib import contextmanager
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
 
-from sync.config import get_settings
+from sync.config import get_settings, uses_redis
 from sync.errors import ConfigError
 
 #: The queue every calsync actor uses.
@@ -33,7 +33,7 @@ _broker: dramatiq.Broker | None = None
 def make_broker(url: str) -> dramatiq.Broker:
     if url.startswith("memory://"):
         return StubBroker()
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    if uses_redis(url):
         from dramatiq.brokers.redis import RedisBroker
         from redis.connection import parse_url
 

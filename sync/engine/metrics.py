@@ -46,12 +46,12 @@ CHANNELS = ("email", "google", "outlook")
 def refresh_health(client: Any | None) -> None:
     """Read the store (and the queue, when ``client`` is Redis) and set every health gauge."""
     from sync.core.states import State
-    from sync.engine.broker import QUEUE
+    from sync.engine.queues import queue_stats
     from sync.engine.runtime import get_runtime
-    from sync.ops.status import queue_stats, store_stats
+    from sync.store.stats import store_stats
 
     if client is not None:
-        q = queue_stats(client, QUEUE)
+        q = queue_stats(client)
         for state, n in (("queued", q.queued), ("in_flight", q.in_flight), ("delayed", q.delayed),
                          ("dead", q.dead_letters)):
             BACKLOG.labels(state=state).set(n)

@@ -8,19 +8,25 @@ import threading
 import uuid
 from collections.abc import Callable
 
-from sync.config import Settings, get_settings
+from sync.config import Settings, get_settings, uses_redis
 from sync.providers.channel import Channel
 from sync.quota import MemoryQuota, QuotaBackend, RedisQuota
+from sync.store.crypto import CredentialBox
 from sync.store.db import Store
 
 
 def quota_backend(settings: Settings) -> QuotaBackend:
     """Redis when the broker is Redis, so every worker process shares one count."""
-    if settings.broker_url.startswith(("redis://", "rediss://", "unix://")):
+    if uses_redis(settings.broker_url):
         import redis
 
         return RedisQuota(redis.Redis.from_url(settings.broker_url))
     return MemoryQuota()
+
+
+def credential_box(settings: Settings) -> CredentialBox:
+    """The box every stored credential is sealed in, under ``CALSYNC_SECRET_KEYS`` (the first seals)."""
+    return CredentialBox([k.get_secret_value() for k in settings.secret_keys])
 
 
 def default_channels(settings: Settings, store: Store) -> dict[str, Channel]:
@@ -31,9 +37,7 @@ def default_channels(settings: Settings, store: Store) -> dict[str, Channel]:
     transport = transport_from_url(settings.require("smtp_url"), timeout=settings.io_timeout_seconds)
     channels: dict[str, Channel] = {"email": EmailChannel(store, transport, settings.require("mail_from"))}
     if settings.google_client_id or settings.ms_client_id:
-        from sync.store.crypto import CredentialBox
-
-        box = CredentialBox([k.get_secret_value() for k in settings.secret_keys])
+        box = credential_box(settings)
         shared = quota_backend(settings)
         if settings.google_client_id:
             from sync.providers.google import GoogleChannel

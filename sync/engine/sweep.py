@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sync.accounts.integrations import finish_disconnects
+from sync.engine.people import finish_disconnects
 from sync.engine.runtime import Runtime
 from sync.store import sessions
 

@@ -6,9 +6,9 @@ import logging
 
 import dramatiq
 
-from sync.accounts.integrations import resync_user
 from sync.config import get_settings
 from sync.engine.broker import QUEUE, get_broker
+from sync.engine.people import resync_user
 from sync.engine.reconcile import reconcile
 from sync.engine.runtime import get_runtime
 from sync.engine.sweep import sweep as sweep_lagging

@@ -1,10 +1,9 @@
 """Dramatiq's dead letters in Redis: list, show, retry and purge them.
 
-Dramatiq parks a message whose retries ran out in ``<ns>:<queue>.XQ`` (a
-sorted set of ``redis_message_id`` scored by death time in ms) with its
-payload in ``<ns>:<queue>.XQ.msgs``, keeps it 7 days, and ships no tool to
-look at it or put it back. This is that tool; the key layout is Dramatiq's
-``brokers/redis/dispatch.lua``.
+Dramatiq parks a message whose retries ran out in the queue's dead-letter
+sorted set (``redis_message_id`` scored by death time in ms) with its payload
+beside it (:mod:`sync.engine.queues`), keeps it 7 days, and ships no tool to
+look at it or put it back. This is that tool.
 
 A dead letter has two ids: the Redis one it is filed under (new on every
 enqueue, so a retried message gets a fresh one) and Dramatiq's
@@ -28,7 +27,7 @@ from dramatiq.common import q_name
 from dramatiq.errors import DecodeError
 from dramatiq.message import Message
 
-from sync.engine.broker import QUEUE
+from sync.engine.queues import KEYS, QueueKeys
 from sync.errors import FieldError, InvalidInput, NotFound
 
 #: Options that described the dead attempt, not the work: a retry starts clean.
@@ -134,13 +133,12 @@ class Retried:
 class DeadLetters:
     """The dead-letter queue of one Dramatiq queue in Redis."""
 
-    def __init__(self, client: redis.Redis, namespace: str = "dramatiq", queue: str = QUEUE,
-                 broker: RedisBroker | None = None) -> None:
+    def __init__(self, client: redis.Redis, keys: QueueKeys = KEYS, broker: RedisBroker | None = None) -> None:
         self.client = client
-        self.namespace = namespace
-        self.queue = queue
-        self.key = f"{namespace}:{queue}.XQ"
-        self.payloads = f"{self.key}.msgs"
+        self.namespace = keys.namespace
+        self.queue = keys.queue
+        self.key = keys.dead
+        self.payloads = keys.dead_payloads
         self._broker = broker
 
     @property

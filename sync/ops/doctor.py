@@ -89,7 +89,7 @@ def check_database(settings: Settings) -> Check:
 
 
 def check_broker(settings: Settings) -> Check:
-    from sync.ops.status import broker_client
+    from sync.engine.queues import broker_client
 
     client = broker_client(settings)
     if client is None:

@@ -19,7 +19,6 @@ from datetime import datetime
 from typing import Any
 
 import redis
-from dramatiq.common import dq_name, xq_name
 from dramatiq.errors import DecodeError
 from dramatiq.message import Message
 from sqlalchemy import select
@@ -27,7 +26,7 @@ from sqlalchemy.orm import Session as Db
 
 from sync.core.desired import SessionPlan, plan_session
 from sync.core.plan import Kind
-from sync.engine.broker import QUEUE
+from sync.engine.queues import KEYS, QueueKeys
 from sync.engine.runtime import Runtime
 from sync.store import integrations, placements
 from sync.store.db import utcnow
@@ -136,10 +135,10 @@ _MESSAGE_ID = re.compile(rb'"message_id":\s*"([^"\\]+)"')
 class Outstanding:
     """Which of the messages one command sent are still queued, delayed or in flight in Redis.
 
-    Dramatiq keeps every message's payload in ``<ns>:<queue>.msgs`` (queued or
-    fetched but not yet acked) or ``<ns>:<queue>.DQ.msgs`` (delayed) until it is
-    acked, and moves it to ``.XQ.msgs`` when it dies; the key layout is its
-    ``dispatch.lua``. Those hashes are keyed by a Redis id that changes on every
+    Dramatiq keeps every message's payload in the queue's payload hash (queued or
+    fetched but not yet acked) or the delay queue's (delayed) until it is acked,
+    and moves it to the dead letters' when it dies (:mod:`sync.engine.queues`).
+    Those hashes are keyed by a Redis id that changes on every
     enqueue, and a crashed message is re-enqueued (delayed) under a new one, so
     each message is followed by its lifelong ``message_id``:
 
@@ -154,15 +153,14 @@ class Outstanding:
     the sync log's to say, not this class's.
     """
 
-    def __init__(self, client: redis.Redis, messages: Iterable[Message], namespace: str = "dramatiq",
-                 queue: str = QUEUE) -> None:
+    def __init__(self, client: redis.Redis, messages: Iterable[Message], keys: QueueKeys = KEYS) -> None:
         self.client = client
-        self.queue_key = f"{namespace}:{queue}.msgs"
-        self.delay_key = f"{namespace}:{dq_name(queue)}.msgs"
-        self.dead_key = f"{namespace}:{xq_name(queue)}.msgs"
+        self.queue_key = keys.payloads
+        self.delay_key = keys.delayed_payloads
+        self.dead_key = keys.dead_payloads
         #: message_id -> (hash it was last seen in, its Redis id there)
         self._where: dict[str, tuple[str, str]] = {
-            m.message_id: (self.delay_key if m.queue_name == dq_name(queue) else self.queue_key,
+            m.message_id: (self.delay_key if m.queue_name == keys.delay_queue else self.queue_key,
                            m.options["redis_message_id"]) for m in messages}
         #: message ids that ended in the dead-letter queue, in the order they were found there.
         self.dead: list[str] = []

@@ -1,4 +1,4 @@
-"""Connecting a Google account: consent URL, code exchange, revocation.
+"""Connecting a Google account: consent URL, code exchange, revocation (Google's connector).
 
 Scope ``calendar.events.owned`` is the narrowest that writes events into the
 person's own calendars; ``openid email`` tells us which account they chose.
@@ -9,22 +9,22 @@ refresh token on every connect, including a reconnect.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
-from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode
 
 import requests
 
 from sync.config import Settings
 from sync.errors import AuthError, TransientError
+from sync.providers.connector import Grant
 from sync.providers.google import SCOPES
-from sync.providers.oauth_state import State, challenge
 
 
-@dataclass(frozen=True)
-class Grant:
-    refresh_token: str
-    account_email: str | None
+def challenge(verifier: str) -> str:
+    """The S256 code_challenge for a PKCE verifier (RFC 7636 §4.2)."""
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
 
 
 def consent_url(settings: Settings, state: str, verifier: str, login_hint: str | None = None) -> str:
@@ -59,7 +59,7 @@ def _email_from_id_token(id_token: str | None) -> str | None:
     return email if isinstance(email, str) else None
 
 
-def exchange_code(settings: Settings, state: State, code: str, verifier: str) -> Grant:
+def exchange_code(settings: Settings, code: str, verifier: str) -> Grant:
     try:
         resp = requests.post(settings.google_token_url, data={
             "grant_type": "authorization_code", "code": code, "redirect_uri": settings.google_redirect_uri,
@@ -78,7 +78,7 @@ def exchange_code(settings: Settings, state: State, code: str, verifier: str) ->
         raise AuthError("Google returned no refresh token; remove calsync's access in the Google account "
                         "and connect again")
     email = _email_from_id_token(body.get("id_token")) or _userinfo_email(settings, body.get("access_token"))
-    return Grant(body["refresh_token"], email)
+    return Grant({"refresh_token": body["refresh_token"]}, email)
 
 
 def _userinfo_email(settings: Settings, access_token: str | None) -> str | None:
@@ -101,3 +101,28 @@ def revoke(settings: Settings, refresh_token: str) -> bool:
     except requests.RequestException:
         return False
     return resp.status_code == 200
+
+
+class GoogleConnector:
+    """Google's OAuth for :mod:`sync.accounts`: nothing is kept between consent and callback,
+    because the PKCE verifier is derived from the signed state."""
+
+    provider = "google"
+    keeps_flow = False
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def start(self, state: str, verifier: str, login_hint: str | None) -> tuple[str, dict[str, Any] | None]:
+        return consent_url(self.settings, state, verifier, login_hint), None
+
+    def finish(self, flow: dict[str, Any] | None, callback: dict[str, str], verifier: str) -> Grant:
+        return exchange_code(self.settings, callback["code"], verifier)
+
+    def import_token(self, refresh_token: str) -> Grant:
+        # A Google refresh token is used as is; which account it is shows on first use.
+        return Grant({"refresh_token": refresh_token}, None)
+
+    def revoke(self, secret: dict[str, Any]) -> bool:
+        token = secret.get("refresh_token")
+        return bool(token) and revoke(self.settings, token)

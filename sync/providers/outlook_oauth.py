@@ -6,7 +6,6 @@ refresh tokens on use and knows which account they belong to.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import msal
@@ -14,13 +13,8 @@ import requests
 
 from sync.config import Settings
 from sync.errors import AuthError, TransientError
+from sync.providers.connector import Grant
 from sync.providers.outlook import SCOPES, auth_failure, http_session, new_app
-
-
-@dataclass(frozen=True)
-class Grant:
-    token_cache: str
-    account_email: str | None
 
 
 def _grant(cache: msal.SerializableTokenCache, result: dict[str, Any] | None, what: str) -> Grant:
@@ -28,7 +22,7 @@ def _grant(cache: msal.SerializableTokenCache, result: dict[str, Any] | None, wh
         raise auth_failure(result, what)
     claims = result.get("id_token_claims") or {}
     email = claims.get("preferred_username") or claims.get("email")
-    return Grant(cache.serialize(), email if isinstance(email, str) else None)
+    return Grant({"token_cache": cache.serialize()}, email if isinstance(email, str) else None)
 
 
 def _app(settings: Settings, cache: msal.SerializableTokenCache | None = None) -> msal.ConfidentialClientApplication:
@@ -61,3 +55,29 @@ def from_refresh_token(settings: Settings, refresh_token: str) -> Grant:
     cache = msal.SerializableTokenCache()
     result = _app(settings, cache).acquire_token_by_refresh_token(refresh_token, scopes=SCOPES)
     return _grant(cache, result, "importing the refresh token")
+
+
+class OutlookConnector:
+    """Microsoft's OAuth for :mod:`sync.accounts`: MSAL makes its own PKCE pair and keeps it in
+    the flow, which calsync seals and stores until the callback."""
+
+    provider = "outlook"
+    keeps_flow = True
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def start(self, state: str, verifier: str, login_hint: str | None) -> tuple[str, dict[str, Any] | None]:
+        return start(self.settings, state, login_hint)
+
+    def finish(self, flow: dict[str, Any] | None, callback: dict[str, str], verifier: str) -> Grant:
+        if flow is None:
+            raise AuthError("no Microsoft flow was kept for this consent; start the connect again")
+        return finish(self.settings, flow, callback)
+
+    def import_token(self, refresh_token: str) -> Grant:
+        return from_refresh_token(self.settings, refresh_token)
+
+    def revoke(self, secret: dict[str, Any]) -> bool:
+        # Microsoft has no endpoint that revokes one refresh token; the stored cache is wiped instead.
+        return False

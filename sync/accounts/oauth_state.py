@@ -62,8 +62,3 @@ class StateSigner:
     def verifier(self, state: State) -> str:
         """PKCE code_verifier (43 chars, RFC 7636 §4.1) bound to this state."""
         return _b64(hmac.new(self._key, f"pkce\0{state.nonce}".encode(), hashlib.sha256).digest())
-
-
-def challenge(verifier: str) -> str:
-    """The S256 code_challenge for a verifier."""
-    return _b64(hashlib.sha256(verifier.encode()).digest())
