@@ -1,6 +1,6 @@
 """Shared fixtures: a migrated store on SQLite and PostgreSQL, runtimes, recording channels, the Google emulator.
 
-The broker is forced to ``memory://`` before anything imports ``sync.broker``,
+The broker is forced to ``memory://`` before anything imports ``sync.engine.broker``,
 because Dramatiq binds actors to the broker at import time. End-to-end tests
 that need real Redis run the worker in a subprocess with their own environment.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +24,13 @@ os.environ["CALSYNC_PAST_SESSIONS"] = "send"
 
 from sqlalchemy import create_engine, text  # noqa: E402
 
-from factories import RecordingChannel, make_settings  # noqa: E402
 from sync.config import get_settings  # noqa: E402
-from sync.emulators.google import GoogleEmulator  # noqa: E402
-from sync.runtime import Runtime  # noqa: E402
+from sync.engine.runtime import Runtime  # noqa: E402
 from sync.store.db import Store  # noqa: E402
 from sync.store.migrate import upgrade  # noqa: E402
+from sync.testing.emulators.google import GoogleEmulator  # noqa: E402
+from tests.support.factories import RecordingChannel, make_settings  # noqa: E402
+from tests.support.services import POSTGRES_URL, REDIS_URL, require_service  # noqa: E402
 
 get_settings.cache_clear()
 
@@ -46,21 +47,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("--soak"):
         hypothesis_settings.load_profile("soak")
-
-POSTGRES_URL = os.environ.get("CALSYNC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("CALSYNC_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
-def require_service(name: str, check: Callable[[], object]) -> None:
-    """Skip locally when a server is absent, but never on CI: there it is a failure."""
-    try:
-        check()
-    except Exception as exc:  # any connection problem
-        if IN_CI:
-            pytest.fail(f"{name} is required on CI and is not reachable: {exc}")
-        pytest.skip(f"{name} not reachable: {exc}")
-
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:

@@ -50,12 +50,22 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-from calendar_view import EventCopy, Invite, Route, Seen, SessionTruth, Truth, google_copy, outlook_copy, parse_invites
+from tests.reliability.calendar_view import (
+    EventCopy,
+    Invite,
+    Route,
+    Seen,
+    SessionTruth,
+    Truth,
+    google_copy,
+    outlook_copy,
+    parse_invites,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 MAIL_FROM = "sessions@calsync.example"
 PROVIDERS = ("google", "outlook")
-QUEUE = "calsync"  # sync.broker.QUEUE; dramatiq's Redis keys are dramatiq:<queue>[.DQ|.XQ][.msgs]
+QUEUE = "calsync"  # sync.engine.broker.QUEUE; dramatiq's Redis keys are dramatiq:<queue>[.DQ|.XQ][.msgs]
 TIMEZONES = ("Europe/Berlin", "America/New_York", "Asia/Tokyo", "UTC", "America/Sao_Paulo")
 TOPICS = ("Setting goals", "Career paths", "Code review", "Public speaking", "Negotiation", "Wrap-up")
 
@@ -73,7 +83,7 @@ FAST_SETTINGS = {
     "CALSYNC_MAX_ATTEMPTS": "12",
 }
 LEASE_SECONDS = int(FAST_SETTINGS["CALSYNC_LEASE_SECONDS"])
-#: Placement states (sync.states.State) with an attempt under way or still to come.
+#: Placement states (sync.core.states.State) with an attempt under way or still to come.
 IN_FLIGHT = ("pending", "sending", "retrying")
 IO_TIMEOUT = float(FAST_SETTINGS["CALSYNC_IO_TIMEOUT_SECONDS"])
 
@@ -522,11 +532,11 @@ class Rig:
         import redis
         from sqlalchemy import create_engine, text
 
-        from conftest import POSTGRES_URL, REDIS_URL, require_service
-        from smtpserver import SmtpServer
-        from sync.crypto import new_key
-        from sync.emulators.google import GoogleEmulator
-        from sync.emulators.graph import GraphEmulator
+        from sync.store.crypto import new_key
+        from sync.testing.emulators.google import GoogleEmulator
+        from sync.testing.emulators.graph import GraphEmulator
+        from tests.support.services import POSTGRES_URL, REDIS_URL, require_service
+        from tests.support.smtpserver import SmtpServer
 
         self.admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT",
                                    connect_args={"application_name": f"{self.tag}-admin"})
@@ -817,9 +827,9 @@ class Rig:
 
     def reader(self) -> Any:
         """A runtime on this run's schema for the test's own reads (never terminated by an outage)."""
-        from factories import make_settings
-        from sync.runtime import Runtime
+        from sync.engine.runtime import Runtime
         from sync.store.db import Store
+        from tests.support.factories import make_settings
 
         if not hasattr(self, "_reader"):
             self._reader = Runtime(make_settings(self.reader_url), Store(self.reader_url))
@@ -828,8 +838,8 @@ class Rig:
     def read_truth(self, platform: Platform) -> tuple[Truth, list[str], Counter[str]]:
         """The store's current truth, how it differs from what the platform sent, and placement states."""
         from sync import api
-        from sync.integrations import list_integrations
-        from sync.render import session_uid
+        from sync.accounts import list_integrations
+        from sync.core.render import session_uid
 
         rt = self.reader()
         sessions: dict[str, SessionTruth] = {}
@@ -848,11 +858,11 @@ class Rig:
         routes: dict[str, Route] = {}
         status: dict[str, list[str]] = {}
         for row in list_integrations(rt):
-            status.setdefault(row["user_id"], []).append(f"{row['provider']}:{row['status']}")
-            if row["status"] == "active":
-                if row["user_id"] in routes:
+            status.setdefault(row.user_id, []).append(f"{row.provider}:{row.status}")
+            if row.status == "active":
+                if row.user_id in routes:
                     mismatches.append(f"{row['user_id']} has two active integrations")
-                routes[row["user_id"]] = Route(row["provider"], (row["account_email"] or "").lower())
+                routes[row.user_id] = Route(row.provider, (row.account_email or "").lower())
         for p in platform.people.values():
             held = status.get(p.user_id, [])
             if p.connected is not None and p.connected not in p.revoked and f"{p.connected}:active" not in held:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from calendar_view import (
+from tests.reliability.calendar_view import (
     EventCopy,
     Invite,
     Route,

@@ -23,8 +23,9 @@ import random
 import time
 
 import pytest
-from calendar_view import check, identical_resends
-from chaos import LEASE_SECONDS, FaultStorm, Platform, Rig, Scale, report_lines, run_chaos
+
+from tests.reliability.calendar_view import check, identical_resends
+from tests.reliability.chaos import LEASE_SECONDS, FaultStorm, Platform, Rig, Scale, report_lines, run_chaos
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
 
