@@ -1,8 +1,11 @@
 """Every error calsync raises on purpose, in one flat hierarchy.
 
 Callers decide what to do by type: a :class:`TransientError` is retried with
-backoff, a :class:`PermanentError` fails the placement with its reason, an
-:class:`AuthError` switches the person to emailed invites.
+backoff (a :class:`Throttled` one costs no attempt), a :class:`PermanentError`
+fails the placement with its reason, an :class:`AuthError` switches the person
+to emailed invites. The channel errors are siblings, so catching one never
+catches another by accident: an ``except PermanentError`` that looks at a
+status code cannot mistake a dead grant for a deleted event.
 """
 
 from __future__ import annotations
@@ -74,7 +77,14 @@ class PermanentError(ChannelError):
     """Retrying cannot help (400, a calendar that is gone); the placement fails with the reason."""
 
 
-class AuthError(PermanentError):
+class Throttled(TransientError):
+    """Wait before asking again: our own quota is spent, or the provider rate-limited us.
+
+    Not a failure of the placement, so it costs no attempt.
+    """
+
+
+class AuthError(ChannelError):
     """The person's credentials are dead (revoked, expired, undecryptable).
 
     The integration is marked ``needs_reconnect`` and the person falls back to

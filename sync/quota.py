@@ -22,14 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
-from sync.errors import TransientError
-
-
-class Throttled(TransientError):
-    """Wait before asking again: our own quota is spent, or the provider rate-limited us.
-
-    Not a failure of the placement, so it costs no attempt.
-    """
+from sync.errors import Throttled
 
 
 @dataclass(frozen=True)

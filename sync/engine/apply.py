@@ -25,9 +25,8 @@ from sync.core.plan import Action, Kind
 from sync.core.states import State
 from sync.engine import logcontext, metrics
 from sync.engine.runtime import Runtime
-from sync.errors import AuthError, ChannelError, EventGone, Misconfigured, PermanentError, TransientError
+from sync.errors import AuthError, ChannelError, EventGone, Misconfigured, PermanentError, Throttled, TransientError
 from sync.providers.channel import Receipt, Target
-from sync.quota import Throttled
 from sync.store import integrations, placements
 from sync.store.db import utcnow
 from sync.store.models import Placement

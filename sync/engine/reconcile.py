@@ -14,8 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sync.core.desired import plan_session
-from sync.core.plan import Action, Kind
+from sync.core.plan import Action, Kind, plan_session
 from sync.core.session import Session
 from sync.engine import logcontext
 from sync.engine.apply import apply

@@ -24,8 +24,7 @@ from dramatiq.message import Message
 from sqlalchemy import select
 from sqlalchemy.orm import Session as Db
 
-from sync.core.desired import SessionPlan, plan_session
-from sync.core.plan import Kind
+from sync.core.plan import Kind, SessionPlan, plan_session
 from sync.engine.queues import KEYS, QueueKeys
 from sync.engine.runtime import Runtime
 from sync.store import integrations, placements

@@ -33,7 +33,7 @@ from sync.config import Settings
 from sync.core.backoff import parse_retry_after, rate_limit_delay
 from sync.core.drift import Observed
 from sync.core.render import RenderedEvent
-from sync.errors import AuthError, Misconfigured, PermanentError, TransientError
+from sync.errors import AuthError, Misconfigured, PermanentError, Throttled, TransientError
 from sync.providers.channel import Receipt, Target
 from sync.providers.google_events import TAG_SESSION, TAG_USER, event_id, generation_of, to_google
 from sync.store.crypto import CredentialBox
@@ -96,7 +96,7 @@ def classify(exc: Exception, *, what: str) -> Exception:
         retry_after = parse_retry_after(exc.resp.get("retry-after") if exc.resp is not None else None)
         label = f"Google {status}{' ' + reason if reason else ''} while {what}"
         if status == 429 or (status == 403 and reason in RATE_REASONS):
-            return quota.Throttled(label, retry_after=rate_limit_delay(retry_after), status=status)
+            return Throttled(label, retry_after=rate_limit_delay(retry_after), status=status)
         if status >= 500:
             return TransientError(label, retry_after=retry_after, status=status)
         if status == 401 or (status == 403 and reason in GRANT_REASONS):
@@ -189,7 +189,7 @@ class GoogleChannel:
                 return Receipt(target.external_id, "updated")
             except PermanentError as exc:
                 # The person deleted it (404/410), or Google will not revive their deletion (403).
-                if isinstance(exc, AuthError) or exc.status not in (403, 404, 410):
+                if exc.status not in (403, 404, 410):
                     raise
             start = max(target.generation, generation_of(event.session_id, event.recipient.user_id,
                                                          target.external_id) + 1)
@@ -218,7 +218,7 @@ class GoogleChannel:
                                                sendUpdates="none"), "taking over an existing event")
                 return Receipt(eid, "updated existing", generation)
             except PermanentError as exc:
-                if isinstance(exc, AuthError) or exc.status not in (403, 404, 410):
+                if exc.status not in (403, 404, 410):
                     raise
         raise PermanentError(f"no free event id after {MAX_GENERATIONS} tries for {event.session_id}")
 

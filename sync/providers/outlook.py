@@ -26,7 +26,7 @@ from sync.config import Settings
 from sync.core.backoff import parse_retry_after, rate_limit_delay
 from sync.core.drift import Observed
 from sync.core.render import RenderedEvent
-from sync.errors import AuthError, EventGone, Misconfigured, PermanentError, TransientError
+from sync.errors import AuthError, EventGone, Misconfigured, PermanentError, Throttled, TransientError
 from sync.providers.channel import Receipt, Target
 from sync.providers.outlook_events import for_create, tag_filter, to_graph
 from sync.providers.pinned_ca import session_trusting
@@ -185,7 +185,7 @@ class OutlookChannel:
         label = f"Graph {status}{' ' + code if code else ''} while {what}"
         retry_after = parse_retry_after(resp.headers.get("Retry-After"))
         if status == 429:
-            return quota.Throttled(label, retry_after=rate_limit_delay(retry_after), status=status)
+            return Throttled(label, retry_after=rate_limit_delay(retry_after), status=status)
         if status >= 500:
             return TransientError(label, retry_after=retry_after, status=status)
         if status in (401, 403):
@@ -241,7 +241,7 @@ class OutlookChannel:
                 self._call(mb, "PATCH", f"{self._events_path(mb)}/{target.external_id}", "updating the event",
                            json=to_graph(event))
             except PermanentError as exc:
-                if exc.status != 404 or isinstance(exc, AuthError):
+                if exc.status != 404:
                     raise
                 if not target.in_doubt:
                     raise EventGone("the person deleted the event in Outlook; resync re-creates it") from None
@@ -282,7 +282,7 @@ class OutlookChannel:
                 self._call(mb, "DELETE", f"{self._events_path(mb)}/{eid}", "deleting the event")
                 deleted.append(eid)
             except PermanentError as exc:
-                if exc.status not in (404, 410) or isinstance(exc, AuthError):
+                if exc.status not in (404, 410):
                     raise
         return Receipt(ids[0], f"deleted {len(deleted)} of {len(ids)}" if deleted else "already gone")
 
