@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session as Db
 
-from sync.core.desired import Usable
+from sync.core.plan import Usable
 from sync.errors import AuthError, PermanentError
 from sync.store.models import Integration, SessionRow
 
