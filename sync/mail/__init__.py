@@ -1,0 +1,1 @@
+"""Email: the iMIP invite builder, header folding, and the SMTP/file transport."""

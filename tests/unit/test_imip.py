@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from icalendar import Calendar
 
 from sync.core.render import Recipient, RenderedEvent
-from sync.mail.imip import POLICY, build_invite, format_when
+from sync.mail.headers import POLICY
+from sync.mail.imip import build_invite, format_when
 
 ORGANIZER = "sessions@calsync.example"
 DTSTAMP = datetime(2026, 11, 21, 9, 30, tzinfo=UTC)
