@@ -111,6 +111,37 @@ def _starttls_option(query: str) -> bool:
     return value in _TRUE
 
 
+def open_smtp(server: SmtpEndpoint, timeout: float, steps: list[str] | None = None) -> smtplib.SMTP:
+    """A connection ready to send: TLS as the URL asks, EHLO, STARTTLS, login.
+
+    ``steps`` collects what was done, for ``calsync doctor``, which opens the
+    same connection the worker will and sends nothing on it. A failure closes
+    the socket and propagates smtplib's exception.
+    """
+    done = steps if steps is not None else []
+    if server.implicit_tls:
+        conn: smtplib.SMTP = smtplib.SMTP_SSL(server.host, server.port, timeout=timeout,
+                                              context=ssl.create_default_context())
+        done.append("TLS")
+    else:
+        conn = smtplib.SMTP(server.host, server.port, timeout=timeout)
+    try:
+        conn.ehlo_or_helo_if_needed()
+        done.append("EHLO")
+        if server.starttls:
+            # Raises SMTPNotSupportedError if the server does not offer it:
+            # falling back to plain text is exactly what an attacker would want.
+            conn.starttls(context=ssl.create_default_context())
+            done.append("STARTTLS")
+        if server.username is not None:
+            conn.login(server.username, server.password or "")
+            done.append(f"login as {server.username}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 class SmtpTransport:
     """One SMTP connection, reused across sends and shared by the process's worker threads.
 
@@ -160,23 +191,7 @@ class SmtpTransport:
         return self._conn
 
     def _connect(self) -> smtplib.SMTP:
-        server = self.server
-        if server.implicit_tls:
-            conn: smtplib.SMTP = smtplib.SMTP_SSL(server.host, server.port, timeout=self.timeout,
-                                                  context=ssl.create_default_context())
-        else:
-            conn = smtplib.SMTP(server.host, server.port, timeout=self.timeout)
-        try:
-            if server.starttls:
-                # Raises SMTPNotSupportedError if the server does not offer it:
-                # falling back to plain text is exactly what an attacker would want.
-                conn.starttls(context=ssl.create_default_context())
-            if server.username is not None:
-                conn.login(server.username, server.password or "")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        return open_smtp(self.server, self.timeout)
 
     def _discard(self) -> None:
         conn, self._conn = self._conn, None

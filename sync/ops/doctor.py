@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import smtplib
-import ssl
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -114,33 +113,17 @@ def _redis_address(kwargs: dict[str, Any]) -> str:
 
 def check_smtp(settings: Settings) -> Check:
     """Connect, EHLO, STARTTLS if asked, log in if credentials are given; nothing is sent."""
-    from sync.mail.transport import parse_smtp_url
+    from sync.mail.transport import open_smtp, parse_smtp_url
 
     url = settings.require("smtp_url")
     if urlsplit(url).scheme.lower() == "file":
         return _check_mail_directory(url)
     server = parse_smtp_url(url)
-    steps = []
+    steps: list[str] = []
     try:
-        if server.implicit_tls:
-            conn: smtplib.SMTP = smtplib.SMTP_SSL(server.host, server.port, timeout=TIMEOUT,
-                                                  context=ssl.create_default_context())
-            steps.append("TLS")
-        else:
-            conn = smtplib.SMTP(server.host, server.port, timeout=TIMEOUT)
-        try:
-            code, _ = conn.ehlo()
-            if code != 250:
-                return Check("smtp", False, f"{server.address} answered EHLO with {code}")
-            steps.append("EHLO")
-            if server.starttls:
-                conn.starttls(context=ssl.create_default_context())
-                steps.append("STARTTLS")
-            if server.username is not None:
-                conn.login(server.username, server.password or "")
-                steps.append(f"login as {server.username}")
-        finally:
-            _close(conn)
+        _close(open_smtp(server, TIMEOUT, steps))
+    except smtplib.SMTPHeloError as exc:
+        return Check("smtp", False, f"{server.address} answered EHLO with {exc.smtp_code}")
     except smtplib.SMTPAuthenticationError as exc:
         return Check("smtp", False, f"{server.address} refused the login as {server.username}: {exc.smtp_code} "
                                     f"{_reply(exc.smtp_error)}")

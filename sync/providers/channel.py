@@ -8,11 +8,18 @@ placement with its reason (see :mod:`sync.engine.apply`).
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from sync.core.drift import Observed
 from sync.core.render import RenderedEvent
+
+if TYPE_CHECKING:
+    from sync.config import Settings
+    from sync.quota import QuotaBackend
+    from sync.store.crypto import CredentialBox
+    from sync.store.db import Store
 
 
 @dataclass(frozen=True)
@@ -86,3 +93,21 @@ class CalendarChannel(Channel, Protocol):
 
     def probe(self, integration_id: int) -> str:
         """One cheap live call with the person's credentials; says what answered."""
+
+
+class ProviderChannel:
+    """What every calendar provider's channel is built from.
+
+    The store (credentials are read there, refreshed tokens written back), the
+    box they are sealed in, and the quota shared by every worker process; the
+    lock guards each channel's per-account caches across worker threads.
+    """
+
+    name: str
+
+    def __init__(self, settings: Settings, store: Store, box: CredentialBox, quota_backend: QuotaBackend) -> None:
+        self.settings = settings
+        self.store = store
+        self.box = box
+        self.quota = quota_backend
+        self._lock = threading.Lock()

@@ -34,7 +34,7 @@ from sync.core.backoff import parse_retry_after, rate_limit_delay
 from sync.core.drift import Observed
 from sync.core.render import RenderedEvent
 from sync.errors import AuthError, Misconfigured, PermanentError, Throttled, TransientError
-from sync.providers.channel import Receipt, Target
+from sync.providers.channel import ProviderChannel, Receipt, Target
 from sync.providers.google_events import TAG_SESSION, TAG_USER, event_id, generation_of, to_google
 from sync.store.crypto import CredentialBox
 from sync.store.db import Store
@@ -109,17 +109,13 @@ def classify(exc: Exception, *, what: str) -> Exception:
     return exc
 
 
-class GoogleChannel:
+class GoogleChannel(ProviderChannel):
     name = "google"
 
     def __init__(self, settings: Settings, store: Store, box: CredentialBox, quota_backend: quota.QuotaBackend) -> None:
-        self.settings = settings
-        self.store = store
-        self.box = box
-        self.quota = quota_backend
+        super().__init__(settings, store, box, quota_backend)
         self.service = calendar_service(settings.google_api_url)
         self._accounts: dict[int, _Account] = {}
-        self._lock = threading.Lock()
         self._local = threading.local()
 
     # -- credentials -------------------------------------------------------------------------

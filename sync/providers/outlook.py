@@ -27,7 +27,7 @@ from sync.core.backoff import parse_retry_after, rate_limit_delay
 from sync.core.drift import Observed
 from sync.core.render import RenderedEvent
 from sync.errors import AuthError, EventGone, Misconfigured, PermanentError, Throttled, TransientError
-from sync.providers.channel import Receipt, Target
+from sync.providers.channel import ProviderChannel, Receipt, Target
 from sync.providers.outlook_events import for_create, tag_filter, to_graph
 from sync.providers.pinned_ca import session_trusting
 from sync.store.crypto import CredentialBox
@@ -85,18 +85,14 @@ class _Mailbox:
     lock: threading.Lock
 
 
-class OutlookChannel:
+class OutlookChannel(ProviderChannel):
     name = "outlook"
 
     def __init__(self, settings: Settings, store: Store, box: CredentialBox, quota_backend: quota.QuotaBackend) -> None:
-        self.settings = settings
-        self.store = store
-        self.box = box
-        self.quota = quota_backend
+        super().__init__(settings, store, box, quota_backend)
         self.http = http_session(settings)
         self.http_cache: dict[str, Any] = {}
         self._mailboxes: dict[tuple[int, bytes], _Mailbox] = {}
-        self._lock = threading.Lock()
 
     # -- tokens ------------------------------------------------------------------------------
 
