@@ -19,14 +19,11 @@ tag — and compared with what the store believes.
 
 from __future__ import annotations
 
-import email
-import email.policy
 import os
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, time, timedelta
-from email.utils import getaddresses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -194,38 +191,13 @@ class Report:
     problems: list[str] = field(default_factory=list)
 
 
-def google_settings(emu: GoogleEmulator) -> dict[str, str]:
-    """CALSYNC_GOOGLE_* variables that point the Google channel at a running emulator."""
-    return {
-        "CALSYNC_GOOGLE_CLIENT_ID": "calsync-demo",
-        "CALSYNC_GOOGLE_CLIENT_SECRET": "calsync-demo-secret",
-        "CALSYNC_GOOGLE_API_URL": emu.url,
-        "CALSYNC_GOOGLE_TOKEN_URL": emu.token_url,
-        "CALSYNC_GOOGLE_AUTH_URL": emu.auth_url,
-        "CALSYNC_GOOGLE_REVOKE_URL": emu.revoke_url,
-        "CALSYNC_GOOGLE_USERINFO_URL": emu.userinfo_url,
-    }
-
-
-def outlook_settings(emu: GraphEmulator) -> dict[str, str]:
-    """CALSYNC_MS_* variables that point the Outlook channel at a running Graph emulator."""
-    return {
-        "CALSYNC_MS_CLIENT_ID": "calsync-demo",
-        "CALSYNC_MS_CLIENT_SECRET": "calsync-demo-secret",
-        "CALSYNC_MS_TENANT": "common",
-        "CALSYNC_MS_AUTHORITY_URL": emu.authority_url,
-        "CALSYNC_GRAPH_URL": emu.graph_url,
-        # The emulator serves HTTPS with its own test CA (MSAL insists on an https authority).
-        "CALSYNC_MS_CA_BUNDLE": emu.ca_file,
-    }
-
-
 def calendars_settings(calendars: Calendars) -> dict[str, str]:
     from sync.store.crypto import new_key
+    from sync.testing.settings import google_settings, outlook_settings
 
     return {
-        **google_settings(calendars.google),
-        **outlook_settings(calendars.outlook),
+        **google_settings(calendars.google, "calsync-demo", "calsync-demo-secret"),
+        **outlook_settings(calendars.outlook, "calsync-demo", "calsync-demo-secret"),
         # A fresh key per run: the demo's tokens are the emulators' and die with them.
         "CALSYNC_SECRET_KEYS": new_key(),
     }
@@ -462,24 +434,11 @@ def _next_monday() -> date:
 
 
 def read_outbox(outbox: Path) -> list[Invite]:
-    """Parse every ``.eml`` as a mail client would: MIME first, then the text/calendar part."""
-    import icalendar
+    """Parse every ``.eml`` as a mail client would (:func:`sync.testing.mail.read_outbox`)."""
+    from sync.testing.mail import read_outbox as read_mails
 
-    invites = []
-    for path in sorted(outbox.glob("*.eml")):
-        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
-        part = next(p for p in message.walk() if p.get_content_type() == "text/calendar")
-        calendar = icalendar.Calendar.from_ical(part.get_content())
-        event = next(iter(calendar.walk("VEVENT")))
-        invites.append(Invite(
-            path=path,
-            recipient=getaddresses([str(message["To"])])[0][1].lower(),
-            uid=str(event["UID"]),
-            method=str(calendar["METHOD"]),
-            sequence=int(event.get("SEQUENCE", 0)),
-            dtstamp=event.decoded("DTSTAMP"),
-        ))
-    return invites
+    return [Invite(path=m.path or outbox, recipient=m.recipient, uid=m.uid, method=m.method, sequence=m.sequence,
+                   dtstamp=m.dtstamp) for m in read_mails(outbox)]
 
 
 def _event_time(copy: Observed, zone: str) -> str:

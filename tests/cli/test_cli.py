@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import email
-import email.policy
 import json
 from pathlib import Path
 
-import icalendar
 import pytest
 
+from sync.testing.mail import read_outbox
 from tests.support.cli import assert_one_line_error, calsync, cli_env, upgraded_runner
 from tests.support.factories import session_data
 
@@ -29,15 +27,7 @@ def run(env: dict[str, str], tmp_path: Path):
 
 def invites(folder: Path) -> list[tuple[str, str, str, int]]:
     """(recipient, METHOD, UID, SEQUENCE) of every .eml, read back the way a mail client would."""
-    found = []
-    for path in sorted(folder.glob("*.eml")):
-        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
-        part = next(p for p in message.walk() if p.get_content_type() == "text/calendar")
-        calendar = icalendar.Calendar.from_ical(part.get_content())
-        event = calendar.walk("VEVENT")[0]
-        found.append((message["To"].addresses[0].addr_spec, str(calendar["METHOD"]), str(event["UID"]),
-                      int(event["SEQUENCE"])))
-    return found
+    return [(m.recipient, m.method, m.uid, m.sequence) for m in read_outbox(folder)]
 
 
 def test_db_upgrade_reports_the_revision_and_is_repeatable(env, tmp_path: Path):

@@ -8,18 +8,16 @@ before it exits.
 
 from __future__ import annotations
 
-import email
-import email.policy
 import json
 import subprocess
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-import icalendar
 import pytest
 import requests
 
 from sync.testing.emulators.google import GoogleEmulator
+from sync.testing.mail import read_outbox
 from tests.support.cli import (
     CLIENT_ID,
     CLIENT_SECRET,
@@ -41,14 +39,7 @@ pytestmark = pytest.mark.slow
 
 def to_mentor(tmp_path: Path) -> list[tuple[str, int]]:
     """(METHOD, SEQUENCE) of each invite mailed to the mentor, read back the way a mail client would."""
-    found = []
-    for path in sorted((tmp_path / "out").glob("*.eml")):
-        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
-        if message["To"].addresses[0].addr_spec != MENTOR:
-            continue
-        part = next(p for p in message.walk() if p.get_content_type() == "text/calendar")
-        calendar = icalendar.Calendar.from_ical(part.get_content())
-        found.append((str(calendar["METHOD"]), int(calendar.walk("VEVENT")[0]["SEQUENCE"])))
+    found = [(m.method, m.sequence) for m in read_outbox(tmp_path / "out") if m.recipient == MENTOR]
     return sorted(found, key=lambda f: f[1])
 
 

@@ -29,8 +29,6 @@ inputs, that the checker fails when it should.
 
 from __future__ import annotations
 
-import email
-import email.policy
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -357,18 +355,12 @@ def parse_invites(raw: bytes, recipients: Sequence[str], arrival: int) -> list[I
     Raises ValueError when the text/calendar part is unreadable, so a malformed invite is
     reported rather than silently not shown.
     """
-    from icalendar import Calendar
+    from sync.testing.mail import read_invite
 
-    msg = email.message_from_bytes(raw, policy=email.policy.default)
-    part = next((p for p in msg.walk() if p.get_content_type() == "text/calendar"), None)
-    if part is None:
+    invite = read_invite(raw)
+    if invite is None:
         return []
-    cal = Calendar.from_ical(part.get_content())
-    method = str(cal.get("METHOD", "")).upper()
-    events = list(cal.walk("VEVENT"))
-    if len(events) != 1:
-        raise ValueError(f"expected one VEVENT, found {len(events)}")
-    ev = events[0]
+    method, ev = invite.method, invite.event
     dtstamp = _aware(ev.get("DTSTAMP"))
     if dtstamp is None:
         raise ValueError("VEVENT without DTSTAMP")

@@ -535,6 +535,7 @@ class Rig:
         from sync.store.crypto import new_key
         from sync.testing.emulators.google import GoogleEmulator
         from sync.testing.emulators.graph import GraphEmulator
+        from sync.testing.settings import google_settings, outlook_settings
         from tests.support.services import POSTGRES_URL, REDIS_URL, require_service
         from tests.support.smtpserver import SmtpServer
 
@@ -572,19 +573,8 @@ class Rig:
             "CALSYNC_SMTP_URL": self.smtp.url,
             "CALSYNC_MAIL_FROM": MAIL_FROM,
             "CALSYNC_SECRET_KEYS": new_key(),
-            "CALSYNC_GOOGLE_CLIENT_ID": "calsync-reliability",
-            "CALSYNC_GOOGLE_CLIENT_SECRET": "reliability-secret",
-            "CALSYNC_GOOGLE_API_URL": self.google.url,
-            "CALSYNC_GOOGLE_TOKEN_URL": self.google.token_url,
-            "CALSYNC_GOOGLE_AUTH_URL": self.google.auth_url,
-            "CALSYNC_GOOGLE_REVOKE_URL": self.google.revoke_url,
-            "CALSYNC_GOOGLE_USERINFO_URL": self.google.userinfo_url,
-            "CALSYNC_MS_CLIENT_ID": "calsync-reliability",
-            "CALSYNC_MS_CLIENT_SECRET": "reliability-secret",
-            "CALSYNC_MS_TENANT": "common",
-            "CALSYNC_MS_AUTHORITY_URL": self.graph.authority_url,
-            "CALSYNC_GRAPH_URL": self.graph.graph_url,
-            "CALSYNC_MS_CA_BUNDLE": self.graph.ca_file,
+            **google_settings(self.google, "calsync-reliability", "reliability-secret"),
+            **outlook_settings(self.graph, "calsync-reliability", "reliability-secret"),
             **FAST_SETTINGS,
         }
         self.workers = Workers(self.env, self.tmp, self.scale.workers, self.scale.threads)

@@ -1,4 +1,5 @@
-"""Test-only helpers for running the ``calsync`` CLI as an operator does: a subprocess with a clean environment.
+"""Test-only helpers for running the ``calsync`` CLI as an operator does, with a clean environment:
+in-process through click's CliRunner, or as a subprocess where only a real process shows the behaviour.
 
 The CLI test modules build their ``env`` and ``run`` fixtures from these; the
 Google emulator fixture ``emu`` they point the CLI at lives in conftest.py.
@@ -6,21 +7,25 @@ Google emulator fixture ``emu`` they point the CLI at lives in conftest.py.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
-import subprocess
+import subprocess as _subprocess
 import sys
 import tempfile
+import traceback
 from collections.abc import Callable
 from pathlib import Path
+from subprocess import CompletedProcess
 
 from sync.store.crypto import new_key
 from sync.testing.emulators.google import GoogleEmulator
+from sync.testing.settings import google_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT_ID, CLIENT_SECRET = "calsync-cli-test", "cli-test-secret"
 
-Run = Callable[..., subprocess.CompletedProcess[str]]
+Run = Callable[..., CompletedProcess[str]]
 
 
 def command(*args: str) -> list[str]:
@@ -28,10 +33,114 @@ def command(*args: str) -> list[str]:
     return [sys.executable, "-m", "sync.cli", *args]
 
 
-def calsync(env: dict[str, str], cwd: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+#: Commands that always run in a subprocess: ``worker`` installs signal handlers, forks and configures
+#: logging for its process; ``demo`` rewrites its own process's settings and starts emulators.
+SUBPROCESS_COMMANDS = frozenset({"worker", "demo"})
+#: Commands that never enqueue: they read the queues through a Redis client of their own, so they run
+#: in-process whatever CALSYNC_BROKER_URL says. The others enqueue through calsync's actors, which are
+#: bound once per process to its broker -- here the embedded one conftest.py sets -- so with another
+#: broker they run as a subprocess (and an in-process enqueue on the wrong broker fails the test).
+ANY_BROKER_COMMANDS = frozenset({"status", "dead-letters", "doctor", "db"})
+
+
+def calsync(env: dict[str, str], cwd: Path, *args: str, stdin: bytes | None = None,
+            subprocess: bool = False) -> CompletedProcess[str]:
+    """``calsync *args`` in ``cwd`` with exactly ``env``'s CALSYNC_* settings: exit status, stdout, stderr.
+
+    In-process through click's ``CliRunner`` (a subprocess costs about a second of imports) unless
+    ``subprocess`` is asked for, the command is one of :data:`SUBPROCESS_COMMANDS`, or the broker is
+    not ``memory://``: calsync's broker is built once per process and the test process's is the
+    embedded one. Tests that must prove what only a real process shows (the exit status the shell
+    sees, Python's own traceback printer, argv decoding) pass ``subprocess=True``.
+    """
+    embedded = env.get("CALSYNC_BROKER_URL", "memory://").startswith("memory://")
+    name = args[0] if args else ""
+    if subprocess or name in SUBPROCESS_COMMANDS or not (embedded or name in ANY_BROKER_COMMANDS):
+        return calsync_subprocess(env, cwd, *args, stdin=stdin)
+    return calsync_in_process(env, cwd, *args, stdin=stdin)
+
+
+def calsync_subprocess(env: dict[str, str], cwd: Path, *args: str,
+                       stdin: bytes | None = None) -> CompletedProcess[str]:
     # cwd is a scratch folder so a .env in the repository is not read.
-    result = subprocess.run(command(*args), env=env, cwd=cwd, input=stdin, capture_output=True, timeout=120)
-    return subprocess.CompletedProcess(result.args, result.returncode, result.stdout.decode(), result.stderr.decode())
+    result = _subprocess.run(command(*args), env=env, cwd=cwd, input=stdin, capture_output=True, timeout=120)
+    return CompletedProcess(result.args, result.returncode, result.stdout.decode(), result.stderr.decode())
+
+
+class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """``logging.basicConfig``'s handler as ``calsync`` installs it, writing to whatever sys.stderr is now."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setLevel(logging.ERROR)
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:  # noqa: ANN001
+        pass
+
+
+def _stub_broker():  # noqa: ANN202
+    from sync.engine import tasks  # binds the actors to this process's (embedded) broker
+
+    return tasks.broker
+
+
+def _wrong_broker(*_args: object, **_kwargs: object) -> None:
+    raise AssertionError("an in-process calsync with a non-embedded CALSYNC_BROKER_URL enqueued on the test "
+                         "process's embedded broker: run this command with subprocess=True")
+
+
+def calsync_in_process(env: dict[str, str], cwd: Path, *args: str,
+                       stdin: bytes | None = None) -> CompletedProcess[str]:
+    """The command run by ``sync.cli:main`` in this process, as a subprocess would see it.
+
+    What a fresh process would not share with the test process is reset around the call: the
+    cached settings and runtime (built from ``env``), the working directory, the CALSYNC_*
+    variables (only ``env``'s are set), and the engine of the command's database. ERROR log
+    records go to stderr, as the CLI's ``logging.basicConfig`` sends them in its own process; an
+    exception that escapes the CLI is printed to stderr as a traceback, as Python would.
+    """
+    from click.testing import CliRunner
+
+    from sync.cli import main
+    from sync.config import get_settings
+    from sync.engine.runtime import set_runtime
+    from sync.store.db import engine_for
+
+    overrides: dict[str, str | None] = {k: None for k in os.environ if k.startswith("CALSYNC_")}
+    overrides.update({k: v for k, v in env.items() if k.startswith("CALSYNC_")})
+    handler = _CurrentStderr()
+    root = logging.getLogger()
+    before = os.getcwd()
+    get_settings.cache_clear()
+    set_runtime(None)
+    os.chdir(cwd)
+    root.addHandler(handler)
+    embedded = env.get("CALSYNC_BROKER_URL", "memory://").startswith("memory://")
+    stub = None if embedded else _stub_broker()
+    if stub is not None:
+        stub.enqueue = _wrong_broker  # type: ignore[method-assign]
+    try:
+        result = CliRunner().invoke(main, list(args), input=stdin, env=overrides, prog_name="calsync")
+    finally:
+        if stub is not None:
+            del stub.enqueue
+        root.removeHandler(handler)
+        os.chdir(before)
+        get_settings.cache_clear()
+        set_runtime(None)
+        url = env.get("CALSYNC_DATABASE_URL", "")
+        if url.startswith("sqlite:///"):
+            engine_for(url).dispose()  # no pooled connection outlives the "process"
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(*result.exc_info))  # type: ignore[misc]
+    return CompletedProcess(["calsync", *args], result.exit_code, result.stdout, stderr)
 
 
 def cli_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
@@ -62,13 +171,7 @@ def google_env(emu: GoogleEmulator) -> dict[str, str]:
         "CALSYNC_RETRY_MAX_BACKOFF_MS": "200",
         "CALSYNC_IO_TIMEOUT_SECONDS": "5",
         "CALSYNC_SECRET_KEYS": new_key(),
-        "CALSYNC_GOOGLE_CLIENT_ID": CLIENT_ID,
-        "CALSYNC_GOOGLE_CLIENT_SECRET": CLIENT_SECRET,
-        "CALSYNC_GOOGLE_API_URL": emu.url,
-        "CALSYNC_GOOGLE_TOKEN_URL": emu.token_url,
-        "CALSYNC_GOOGLE_AUTH_URL": emu.auth_url,
-        "CALSYNC_GOOGLE_REVOKE_URL": emu.revoke_url,
-        "CALSYNC_GOOGLE_USERINFO_URL": emu.userinfo_url,
+        **google_settings(emu, CLIENT_ID, CLIENT_SECRET),
     }
 
 
@@ -108,7 +211,7 @@ def upgraded_runner(env: dict[str, str], cwd: Path) -> Run:
     return runner(env, cwd)
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess[str], *words: str) -> None:
+def assert_one_line_error(result: CompletedProcess[str], *words: str) -> None:
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     for word in words:

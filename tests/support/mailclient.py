@@ -7,12 +7,10 @@ assert on what a person would see, not on which mails were sent.
 
 from __future__ import annotations
 
-import email
-import email.policy
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 
-from icalendar import Calendar
+from sync.testing.mail import read_invite
 
 
 @dataclass
@@ -35,13 +33,11 @@ class CalendarApp:
     sequence_went_down: list[str] = field(default_factory=list)
 
     def deliver(self, raw: bytes, recipient: str) -> None:
-        msg = email.message_from_bytes(raw, policy=email.policy.default)
-        part = next(p for p in msg.walk() if p.get_content_type() == "text/calendar")
-        cal = Calendar.from_ical(part.get_content())
-        method = str(cal["METHOD"])
-        assert part.get_param("method").upper() == method
-        (ev,) = cal.events
-        uid, seq = str(ev["UID"]), int(ev.get("SEQUENCE", 0))
+        invite = read_invite(raw)
+        assert invite is not None, "a message without a text/calendar part"
+        method, ev = invite.method, invite.event
+        assert invite.part.get_param("method").upper() == method
+        uid, seq = invite.uid, invite.sequence
         self.received.append((recipient, method, seq))
         key = (recipient, uid)
         new = Entry(seq, ev.DTSTAMP, method, str(ev.get("SUMMARY", "")), ev.start, str(ev.get("LOCATION", "")),

@@ -1,4 +1,4 @@
-"""Start a local provider emulator by hand: ``python -m sync.emulators google|outlook``.
+"""Start a local provider emulator by hand: ``python -m sync.testing.emulators google|outlook``.
 
 For trying calsync against a calendar without Google or Microsoft: it prints
 the ``CALSYNC_*`` settings that point calsync at it and, for each ``--user``,
@@ -12,9 +12,13 @@ import argparse
 import sys
 import threading
 
+from sync.testing.emulators.google import GoogleEmulator
+from sync.testing.emulators.graph import GraphEmulator
+from sync.testing.settings import google_settings, outlook_settings
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sync.emulators", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m sync.testing.emulators", description=__doc__.splitlines()[0])
     parser.add_argument("provider", choices=["google", "outlook"])
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free one)")
     parser.add_argument("--user", action="append", default=[], metavar="EMAIL",
@@ -22,23 +26,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error("--port must be between 0 and 65535")
+    emulator: GoogleEmulator | GraphEmulator
     if args.provider == "google":
-        from sync.emulators.google import GoogleEmulator
-
-        google = GoogleEmulator(port=args.port)
-        settings = {"CALSYNC_GOOGLE_CLIENT_ID": "local", "CALSYNC_GOOGLE_CLIENT_SECRET": "local",
-                    "CALSYNC_GOOGLE_API_URL": google.url, "CALSYNC_GOOGLE_TOKEN_URL": google.token_url,
-                    "CALSYNC_GOOGLE_AUTH_URL": google.auth_url, "CALSYNC_GOOGLE_REVOKE_URL": google.revoke_url,
-                    "CALSYNC_GOOGLE_USERINFO_URL": google.userinfo_url}
-        emulator = google
+        emulator = GoogleEmulator(port=args.port)
+        settings = google_settings(emulator)
     else:
-        from sync.emulators.graph import GraphEmulator
-
-        graph = GraphEmulator(port=args.port)
-        settings = {"CALSYNC_MS_CLIENT_ID": "local", "CALSYNC_MS_CLIENT_SECRET": "local",
-                    "CALSYNC_MS_AUTHORITY_URL": graph.authority_url, "CALSYNC_GRAPH_URL": graph.graph_url,
-                    "CALSYNC_MS_CA_BUNDLE": graph.ca_file}
-        emulator = graph
+        emulator = GraphEmulator(port=args.port)
+        settings = outlook_settings(emulator)
     for name, value in settings.items():
         print(f"export {name}={value}")
     for address in args.user:

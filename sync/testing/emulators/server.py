@@ -19,11 +19,8 @@ State changes happen under one lock (``self.lock``); sleeps happen outside it.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import math
-import secrets
 import socket
 import ssl
 import struct
@@ -39,6 +36,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 __all__ = [
     "EmulatorServer",
+    "format_retry_after",
     "FakeClock",
     "Fault",
     "LoggedRequest",
@@ -330,15 +328,6 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
 
 
-def pkce_matches(verifier: str | None, challenge: str, method: str) -> bool:
-    """RFC 7636 §4.6: does the token request's verifier answer the consent's challenge?"""
-    if not verifier:
-        return False
-    if method == "S256":
-        verifier = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
-    return secrets.compare_digest(verifier, challenge)
-
-
 class EmulatorServer:
     """Base class: HTTP server lifecycle, faults, latency, request log. Subclasses implement ``route``."""
 
@@ -360,16 +349,8 @@ class EmulatorServer:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
-        #: Registered OAuth clients; empty means any client id and secret is accepted.
-        self.clients: dict[str, dict[str, Any]] = {}
         if start:
             self.start()
-
-    def add_client(self, client_id: str, client_secret: str | None = None,
-                   redirect_uris: tuple[str, ...] | None = None) -> None:
-        """Register an OAuth client; once any is registered, unknown clients are refused."""
-        with self.lock:
-            self.clients[client_id] = {"secret": client_secret, "redirect_uris": redirect_uris}
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -518,7 +499,7 @@ class EmulatorServer:
     def error_response(self, req: Request, status: int, reason: str | None, message: str | None,
                        retry_after: float | str | None = None) -> Response:
         """The provider's error shape. Subclasses override; this one is a neutral JSON body."""
-        headers = {"Retry-After": _fmt_retry_after(retry_after)} if retry_after is not None else {}
+        headers = {"Retry-After": format_retry_after(retry_after)} if retry_after is not None else {}
         return Response.json(status, {"error": {"code": status, "reason": reason, "message": message}}, headers)
 
     # ---- processing ------------------------------------------------------------------------
@@ -566,7 +547,7 @@ class EmulatorServer:
     def _fault_response(self, req: Request, fault: Fault) -> Response:
         if fault.body is None:
             return self.error_response(req, fault.status, fault.reason, fault.message, fault.retry_after)
-        headers = {"Retry-After": _fmt_retry_after(fault.retry_after)} if fault.retry_after is not None else {}
+        headers = {"Retry-After": format_retry_after(fault.retry_after)} if fault.retry_after is not None else {}
         if isinstance(fault.body, (dict, list)):
             resp = Response.json(fault.status, fault.body, headers)
         else:
@@ -576,7 +557,8 @@ class EmulatorServer:
         return resp
 
 
-def _fmt_retry_after(value: float | str) -> str:
+def format_retry_after(value: float | str) -> str:
+    """A ``Retry-After`` header value: a string as given (an HTTP date), seconds rounded up."""
     if isinstance(value, str):
         return value
     return str(max(0, math.ceil(value)))
