@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from sync.core.session import Session, parse_session
+from sync.core.session import Session, SessionLike, as_model, parse_session
 from sync.engine.runtime import Runtime, get_runtime
 from sync.errors import FieldError, InvalidInput, NotFound
 from sync.store import placements, sessions
@@ -171,14 +171,14 @@ def cancel_session(session_id: str, *, rt: Runtime | None = None, enqueue: bool 
 
 @dataclass(frozen=True)
 class SessionView:
-    session: Session
+    session: SessionLike
     revision: int
     synced_revision: int
     placements: list[Placement] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "session": self.session.model_dump(mode="json"),
+            "session": as_model(self.session).model_dump(mode="json"),
             "revision": self.revision,
             "synced_revision": self.synced_revision,
             "placements": [

@@ -29,7 +29,7 @@ def demo(out: Path, as_json: bool) -> None:
     refused (exit 2). Exits 1 if what landed (the .eml files, the emulated
     calendars) does not match what the store recorded.
     """
-    from sync.demo.runner import runner as demo_run
+    from sync.demo import runner as demo_run
 
     report = demo_run.run(out, say=lambda line: None if as_json else click.echo(line))
     if as_json:

@@ -202,6 +202,22 @@ SessionLike = Session | StoredSession
 ParticipantLike = Participant | StoredParticipant
 
 
+def as_model(session: SessionLike) -> Session:
+    """The pydantic model of a stored session, for output in the contract's JSON shape.
+
+    It was validated (and sanitised) on the way in, so it is constructed without
+    validating again.
+    """
+    if isinstance(session, Session):
+        return session
+    return Session.model_construct(
+        id=session.id, version=session.version, title=session.title, program=session.program, start=session.start,
+        end=session.end, timezone=session.timezone, status=session.status, meeting_url=session.meeting_url,
+        location=session.location, agenda_html=session.agenda_html, view_url=session.view_url,
+        participants=tuple(Participant.model_construct(user_id=p.user_id, email=p.email, name=p.name, role=p.role,
+                                                       timezone=p.timezone) for p in session.participants))
+
+
 def _field_path(loc: tuple[Any, ...]) -> str:
     path = ""
     for part in loc:

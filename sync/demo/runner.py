@@ -418,7 +418,7 @@ def _run(out: Path, calendars: Calendars, say: Callable[[str], None]) -> Report:
              lambda: api.cancel_session(grace["id"]))
 
     _summarise(report, calendars, [data["id"] for data in program.values()])
-    report.integrations = [{**{k: r[k] for k in ("user_id", "provider", "account_email", "status", "reason")},
+    report.integrations = [{**{k: getattr(r, k) for k in ("user_id", "provider", "account_email", "status", "reason")},
                             "history": " → ".join(statuses.get(r.user_id, [r.status]))}
                            for r in accounts.list_integrations(rt)]
     return report

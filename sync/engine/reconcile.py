@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sync.core.plan import Action, Kind, plan_session
-from sync.core.session import Session
+from sync.core.session import SessionLike
 from sync.engine import logcontext
 from sync.engine.apply import apply
 from sync.engine.runtime import Runtime
@@ -49,7 +49,7 @@ class Report:
 
 @dataclass(frozen=True)
 class Snapshot:
-    session: Session
+    session: SessionLike
     revision: int
     actions: list[Action]
     #: (user_id, channel) → integration id for every usable integration.

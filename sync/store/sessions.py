@@ -9,7 +9,7 @@ from typing import Any, Literal
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.orm import Session as Db
 
-from sync.core.session import Participant, Session, StoredParticipant, StoredSession
+from sync.core.session import Participant, Session, StoredParticipant, StoredSession, as_model
 from sync.core.states import State
 from sync.store.db import utcnow
 from sync.store.models import ParticipantRow, Person, SessionRow
@@ -34,7 +34,10 @@ def _fields(session: Session) -> dict[str, object]:
 
 
 def to_stored(row: Any, participants: list[Any]) -> StoredSession:
-    """Plain rows into the light session the bulk planner reads."""
+    """Rows (ORM rows or plain result rows) back into a session: the one way it is rebuilt.
+
+    They were validated on the way in, so this skips validation (and
+    re-sanitising), which bulk planning over many sessions needs."""
     return StoredSession(
         row.id, row.version, row.title, row.program, row.start, row.end, row.timezone, row.status, row.meeting_url,
         row.location, row.agenda_html, row.view_url,
@@ -43,20 +46,7 @@ def to_stored(row: Any, participants: list[Any]) -> StoredSession:
     )
 
 
-def to_model(row: SessionRow, participants: list[ParticipantRow]) -> Session:
-    """Rows back into the model. They were validated on the way in, so this skips
-    validation (and re-sanitising), which bulk planning over many sessions needs."""
-    return Session.model_construct(
-        id=row.id, **{name: getattr(row, name) for name in COLUMNS},
-        participants=tuple(
-            Participant.model_construct(user_id=p.user_id, email=p.email, name=p.name, role=p.role,
-                                        timezone=p.timezone)
-            for p in sorted(participants, key=lambda p: p.position)
-        ),
-    )
-
-
-def load(db: Db, session_id: str, *, for_update: bool = False) -> Session | None:
+def load(db: Db, session_id: str, *, for_update: bool = False) -> StoredSession | None:
     stmt = select(SessionRow).where(SessionRow.id == session_id)
     if for_update:
         stmt = stmt.with_for_update()
@@ -64,7 +54,7 @@ def load(db: Db, session_id: str, *, for_update: bool = False) -> Session | None
     if row is None:
         return None
     parts = list(db.scalars(select(ParticipantRow).where(ParticipantRow.session_id == session_id)))
-    return to_model(row, parts)
+    return to_stored(row, parts)
 
 
 def row(db: Db, session_id: str) -> SessionRow | None:
@@ -106,7 +96,7 @@ def save(db: Db, session: Session) -> SaveResult:
             return SaveResult("stale", existing.version, existing.revision)
         if session.version == existing.version:
             current = load(db, session.id)
-            same = current is not None and current.model_dump() == session.model_dump()
+            same = current is not None and as_model(current).model_dump() == session.model_dump()
             return SaveResult("unchanged" if same else "conflict", existing.version, existing.revision)
     _upsert_people(db, session.participants)
     if existing is None:
