@@ -115,14 +115,14 @@ def calsync_in_process(env: dict[str, str], cwd: Path, *args: str,
     overrides: dict[str, str | None] = {k: None for k in os.environ if k.startswith("CALSYNC_")}
     overrides.update({k: v for k, v in env.items() if k.startswith("CALSYNC_")})
     handler = _CurrentStderr()
+    embedded = env.get("CALSYNC_BROKER_URL", "memory://").startswith("memory://")
+    stub = None if embedded else _stub_broker()  # before the settings are cleared: importing tasks reads them
     root = logging.getLogger()
     before = os.getcwd()
     get_settings.cache_clear()
     set_runtime(None)
     os.chdir(cwd)
     root.addHandler(handler)
-    embedded = env.get("CALSYNC_BROKER_URL", "memory://").startswith("memory://")
-    stub = None if embedded else _stub_broker()
     if stub is not None:
         stub.enqueue = _wrong_broker  # type: ignore[method-assign]
     try:
