@@ -1,4 +1,8 @@
-"""The ``calsync`` CLI as an operator meets it: a subprocess, exit codes, stdout, stderr, files on disk."""
+"""The ``calsync`` CLI as an operator meets it: exit codes, stdout, stderr, files on disk.
+
+Commands run in-process (tests/support/cli.py); a few run as real processes (``subprocess=True``,
+the worker, the demo, a broker other than the embedded one).
+"""
 
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ def invites(folder: Path) -> list[tuple[str, str, str, int]]:
 def test_db_upgrade_reports_the_revision_and_is_repeatable(env, tmp_path: Path):
     # Given an empty SQLite database
     # When it is upgraded twice
-    first = calsync(env, tmp_path, "db", "upgrade")
+    first = calsync(env, tmp_path, "db", "upgrade", subprocess=True)  # a real process: its exit status and stdout
     second = calsync(env, tmp_path, "db", "upgrade", "--json")
     # Then the first run migrates to head and the second finds nothing to do
     assert first.returncode == 0 and "→" in first.stdout
@@ -167,8 +171,8 @@ def test_missing_smtp_setting_is_one_line_naming_the_variable(env, tmp_path: Pat
 def test_unmigrated_database_is_one_line_pointing_at_db_upgrade(env, tmp_path: Path):
     # Given a database nobody has migrated
     # When a session is looked up
-    result = calsync(env, tmp_path, "sessions", "show", "sess-42")
-    # Then the operator is told what to run, in one line
+    result = calsync(env, tmp_path, "sessions", "show", "sess-42", subprocess=True)
+    # Then the operator is told what to run, in one line (a real process: nothing else reaches its stderr)
     assert result.returncode == 1
     assert_one_line_error(result, "calsync db upgrade")
 
@@ -272,7 +276,7 @@ def test_demo_into_an_unwritable_place_is_one_line(env, tmp_path: Path):
 
 
 def test_demo_claims_only_folders_it_created(tmp_path: Path):
-    from sync.demo.runner import MARKER, FolderRefused, claim_folder
+    from sync.demo.folder import MARKER, FolderRefused, claim_folder
 
     # Given a folder that does not exist yet
     fresh = tmp_path / "fresh" / "demo"
