@@ -30,14 +30,16 @@ from sync.store.db import Store  # noqa: E402
 from sync.store.migrate import upgrade  # noqa: E402
 from sync.testing.emulators.google import GoogleEmulator  # noqa: E402
 from tests.support.factories import RecordingChannel, make_settings  # noqa: E402
-from tests.support.services import POSTGRES_URL, REDIS_URL, require_service  # noqa: E402
+from tests.support.services import IN_CI, POSTGRES_URL, REDIS_URL, require_service  # noqa: E402
 
 get_settings.cache_clear()
 
-#: Hypothesis profiles: ``ci`` runs on every push, ``soak`` (``pytest --soak``) looks ten times harder.
+#: Hypothesis profiles: ``dev`` for a quick local run, ``ci`` on every push (CI=true), ``soak``
+#: (``pytest --soak``) ten times harder. HYPOTHESIS_PROFILE names one explicitly.
 hypothesis_settings.register_profile("ci", max_examples=40, deadline=None)
+hypothesis_settings.register_profile("dev", parent=hypothesis_settings.get_profile("ci"), max_examples=10)
 hypothesis_settings.register_profile("soak", parent=hypothesis_settings.get_profile("ci"), max_examples=400)
-hypothesis_settings.load_profile("ci")
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if IN_CI else "dev"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -328,7 +328,7 @@ def run_in_process(world: World, args: list[str], stdin: bytes | None, env: dict
 
 
 def run_subprocess(world: World, args: list[str], stdin: bytes | None, env: dict[str, str]) -> Outcome:
-    result = calsync(env, world.root, *args, stdin=stdin)
+    result = calsync(env, world.root, *args, stdin=stdin, subprocess=True)
     crash = result.stderr if "Traceback" in result.stderr + result.stdout else None
     return Outcome(result.returncode, result.stdout, result.stderr, crash)
 
