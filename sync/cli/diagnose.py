@@ -83,29 +83,29 @@ def user(user_id: str, as_json: bool) -> None:
 
     report = diagnose_user(get_runtime(), user_id)
     if as_json:
-        emit_json(report)
+        emit_json(report.as_dict())
     else:
-        live = report["live_check"]
+        live = report.live_check
         fields([
-            ("user", report["user_id"]), ("email", report["email"]), ("channel", report["channel"]),
+            ("user", report.user_id), ("email", report.email), ("channel", report.channel),
             ("live check", "not run (no active integration)" if live is None
              else f"{'ok' if live['ok'] else 'FAILED'}: {live['detail']}"),
         ])
         click.echo()
         table(["provider", "account", "calendar", "status", "reason", "since"],
               [[i["provider"], i["account"], i["calendar"], i["status"], i["reason"], i["since"]]
-               for i in report["integrations"]], title="integrations")
+               for i in report.integrations], title="integrations")
         click.echo()
         table(["session", "title", "start", "channel", "state", "last_error"],
               [[u["session_id"], u["title"], u["start"], u["channel"], u["state"], u["last_error"]]
-               for u in report["upcoming"]], title="upcoming placements")
+               for u in report.upcoming], title="upcoming placements")
         click.echo()
         table(["at", "session", "channel", "action", "result", "error"],
               [[e["at"], e["session_id"], e["channel"], e["action"], e["result"], _error_of(e["detail"])]
-               for e in report["recent_errors"]], title="recent errors")
+               for e in report.recent_errors], title="recent errors")
         click.echo()
-        click.echo(f"verdict: {report['verdict']}")
-    if not report["ok"]:
+        click.echo(f"verdict: {report.verdict}")
+    if not report.ok:
         sys.exit(1)
 
 

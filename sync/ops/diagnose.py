@@ -7,7 +7,7 @@ session is authoritative.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -105,7 +105,27 @@ def diagnose_session(rt: Runtime, session_id: str) -> list[PlacementCheck]:
     return checks
 
 
-def diagnose_user(rt: Runtime, user_id: str, *, days: int = 30) -> dict[str, Any]:
+@dataclass(frozen=True)
+class UserDiagnosis:
+    """One person's calendar state: their integrations, a live check of the active one, their
+    upcoming placements and recent errors, and a verdict support staff can act on."""
+
+    user_id: str
+    email: str
+    #: The channel their sessions go through now.
+    channel: str
+    integrations: list[dict[str, Any]]
+    live_check: dict[str, Any] | None
+    upcoming: list[dict[str, Any]]
+    recent_errors: list[dict[str, Any]]
+    verdict: str
+    ok: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def diagnose_user(rt: Runtime, user_id: str, *, days: int = 30) -> UserDiagnosis:
     now = utcnow()
     with rt.store.tx() as db:
         person = db.get(Person, user_id)
@@ -145,16 +165,16 @@ def diagnose_user(rt: Runtime, user_id: str, *, days: int = 30) -> dict[str, Any
         except ChannelError as exc:
             live_check = {"ok": False, "detail": str(exc)}
     verdict = _verdict(integrations, active, live_check, [u.state for u in upcoming])
-    return {
-        "user_id": user_id, "email": person.email, "channel": active["provider"] if active else "email",
-        "integrations": [{**i, "since": i["since"].isoformat()} for i in integrations],
-        "live_check": live_check,
-        "upcoming": [{"session_id": u.session_id, "title": u.title, "start": u.start.isoformat(),
-                      "channel": u.channel, "state": u.state, "last_error": u.last_error} for u in upcoming],
-        "recent_errors": [{"at": e.at.isoformat(), "session_id": e.session_id, "channel": e.channel,
-                           "action": e.action, "result": e.result, "detail": e.detail} for e in errors],
-        "verdict": verdict["text"], "ok": verdict["ok"],
-    }
+    return UserDiagnosis(
+        user_id=user_id, email=person.email, channel=active["provider"] if active else "email",
+        integrations=[{**i, "since": i["since"].isoformat()} for i in integrations],
+        live_check=live_check,
+        upcoming=[{"session_id": u.session_id, "title": u.title, "start": u.start.isoformat(),
+                   "channel": u.channel, "state": u.state, "last_error": u.last_error} for u in upcoming],
+        recent_errors=[{"at": e.at.isoformat(), "session_id": e.session_id, "channel": e.channel,
+                        "action": e.action, "result": e.result, "detail": e.detail} for e in errors],
+        verdict=verdict["text"], ok=verdict["ok"],
+    )
 
 
 def _verdict(integrations: list[dict[str, Any]], active: dict[str, Any] | None, live: dict[str, Any] | None,

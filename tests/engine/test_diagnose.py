@@ -78,13 +78,13 @@ def test_duplicate_copies_are_reported_and_the_extra_one_removed(setup, emu):
 
 def test_diagnose_user_explains_a_revoked_token(setup, emu):
     rt, token = setup
-    assert diagnose_user(rt, "u-1")["ok"] is True
+    assert diagnose_user(rt, "u-1").ok is True
     emu.revoke(token)
     assert api.upsert_session(session_data(version=2, title="Renamed", **FUTURE), rt=rt, enqueue=False).ok
     reconcile(rt, "sess-42")
     report = diagnose_user(rt, "u-1")
-    assert report["ok"] is False and report["channel"] == "email"
-    assert "ask them to reconnect; meanwhile invites go by email" in report["verdict"]
+    assert report.ok is False and report.channel == "email"
+    assert "ask them to reconnect; meanwhile invites go by email" in report.verdict
 
 
 def test_scan_lists_upcoming_calendar_placements(setup, emu):
