@@ -134,16 +134,15 @@ def _counts(counts: Counter[str]) -> str:
 
 
 def _run(rt: Any, sel: Any, wait: bool, timeout: float, as_json: bool) -> None:
-    from sqlalchemy import func, select
-
     from sync.cli.delivery import delivering
     from sync.engine.broker import broker, is_embedded
     from sync.engine.tasks import sync_session
+    from sync.ops.resync import outcomes_since
     from sync.ops.resync import resync as do_resync
-    from sync.store.models import SyncLog
+    from sync.store import synclog
 
     with rt.store.tx() as db:
-        log_mark = db.scalar(select(func.max(SyncLog.id))) or 0
+        log_mark = synclog.mark(db)
     repaired = None
     if sel.session_id is not None:
         from sync.ops.diagnose import repair_drift
@@ -171,7 +170,7 @@ def _run(rt: Any, sel: Any, wait: bool, timeout: float, as_json: bool) -> None:
         by_id = {m.message_id: m.args[0] for m in sent}
         dead = [by_id[mid] for mid in outstanding.dead]
     delivered = embedded or (wait and not timed_out)
-    done = _done(rt, log_mark, set(result.enqueued), result.counts) if embedded or wait else None
+    done = outcomes_since(rt, log_mark, set(result.enqueued), result.counts) if embedded or wait else None
     report = {
         "dry_run": False, "sessions": result.sessions, "placements": result.placements,
         "counts": dict(result.counts), "enqueued": result.enqueued, "delivered": delivered,
@@ -229,35 +228,3 @@ def _follow(outstanding: Any, sent: int, timeout: float, *, show: bool) -> int:
     finally:
         if bar is not None:
             bar.stop()
-
-
-def _done(rt: Any, log_mark: int, sessions: set[str], planned: Counter[str]) -> dict[str, int]:
-    """What the workers did for these sessions, from the sync log written since the resync started.
-
-    Each placement counts once, by its latest step: a copy that was retried
-    and then placed is ``created``; one whose latest attempt was a transient
-    failure, a throttle or a hold is ``retrying``, because a later message the
-    worker scheduled will try again (--wait does not wait for those).
-    """
-    from sqlalchemy import select
-
-    from sync.store.models import SyncLog
-
-    done = {"created": 0, "updated": 0, "withdrawn": 0, "unchanged": planned.get("nothing", 0), "failed": 0,
-            "retrying": 0}
-    names = {"create": "created", "update": "updated", "withdraw": "withdrawn"}
-    with rt.store.tx() as db:
-        rows = db.execute(select(SyncLog.session_id, SyncLog.user_id, SyncLog.channel, SyncLog.action, SyncLog.result)
-                          .where(SyncLog.id > log_mark).order_by(SyncLog.id)).all()
-    latest: dict[tuple[str, str | None, str | None], tuple[str, str]] = {}
-    for sid, user_id, channel, action, result in rows:
-        if sid in sessions and action in names:  # "reconcile" rows are repair_drift's notes, not steps
-            latest[(sid, user_id, channel)] = (action, result)
-    for action, result in latest.values():
-        if result == "ok":
-            done[names[action]] += 1
-        elif result in ("failed", "drift"):  # drift: the copy vanished under an update; not placed
-            done["failed"] += 1
-        elif result in ("retrying", "throttled", "held"):
-            done["retrying"] += 1
-    return done

@@ -27,7 +27,7 @@ from sync.engine import logcontext, metrics
 from sync.engine.runtime import Runtime
 from sync.errors import AuthError, ChannelError, EventGone, Misconfigured, PermanentError, Throttled, TransientError
 from sync.providers.channel import Receipt, Target
-from sync.store import integrations, placements
+from sync.store import integrations, placements, synclog
 from sync.store.db import utcnow
 from sync.store.models import Placement
 from sync.store.placements import LeaseLost
@@ -80,7 +80,7 @@ def _apply(rt: Runtime, session_id: str, revision: int, action: Action, integrat
     if action.kind is Kind.SETTLE:
         with rt.store.tx() as db:
             placements.settle(placements.held(db, action.placement_id, token), action.reason)
-            placements.log(db, session_id, action, "ok", reason=action.reason)
+            synclog.log(db, session_id, action, "ok", reason=action.reason)
         return Outcome(ok=True)
     with rt.store.tx() as db:
         row = placements.held(db, action.placement_id, token)
@@ -110,7 +110,7 @@ def _apply(rt: Runtime, session_id: str, revision: int, action: Action, integrat
     with rt.store.tx() as db:
         row = placements.held(db, action.placement_id, token)
         placements.record_success(row, action, revision, receipt.external_id, receipt.generation)
-        placements.log(db, session_id, action, "ok", reason=action.reason, sequence=action.sequence,
+        synclog.log(db, session_id, action, "ok", reason=action.reason, sequence=action.sequence,
                        detail=receipt.detail)
     return Outcome(ok=True)
 
@@ -172,7 +172,7 @@ class _Context:
                 delay = limits.failed_retry_ms(attempt - s.max_attempts) if self.upcoming else None
             placements.record_failure(row, error, State.FAILED if final else State.RETRYING, retry_at=_at(delay),
                                       before=self.before if applied_nothing else None)
-            placements.log(db, self.session_id, self.action, "failed" if final else "retrying", error=error,
+            synclog.log(db, self.session_id, self.action, "failed" if final else "retrying", error=error,
                            attempt=row.attempts, retry_in_ms=delay)
         # A failed copy's long backoff is the sweeper's to keep, not a message's.
         return Outcome(ok=False, retry_in_ms=None if final else delay, error=error,
@@ -186,7 +186,7 @@ class _Context:
             row = self._row(db)
             delay = limits.backoff_ms(row.attempts + 1, min_ms=s.retry_min_backoff_ms, max_ms=s.retry_max_backoff_ms)
             placements.record_failure(row, error, State.HELD, retry_at=_at(delay), before=self.before)
-            placements.log(db, self.session_id, self.action, "held", error=error, retry_in_ms=delay)
+            synclog.log(db, self.session_id, self.action, "held", error=error, retry_in_ms=delay)
         return Outcome(ok=False, retry_in_ms=delay, error=error, label="held")
 
     def auth_failed(self, integration_id: int | None, error: str) -> Outcome:
@@ -198,7 +198,7 @@ class _Context:
             row = self._row(db)
             # Whatever this attempt did, a dead token applied nothing; a copy that was there stays.
             placements.strand(row, error, was_live=self.before.live, was_in_doubt=self.before.in_doubt)
-            placements.log(db, self.session_id, self.action, "rerouted", error=error)
+            synclog.log(db, self.session_id, self.action, "rerouted", error=error)
             # The routing change is intent for every session of theirs, stored with its cause.
             integrations.touch_sessions_of(db, user_id)
         return Outcome(ok=False, reroute=True, error=error, dead_user=user_id, label="rerouted")
@@ -207,7 +207,7 @@ class _Context:
         with self.rt.store.tx() as db:
             row = self._row(db)
             placements.drifted(row, error)
-            placements.log(db, self.session_id, self.action, "drift", error=error)
+            synclog.log(db, self.session_id, self.action, "drift", error=error)
         return Outcome(ok=False, error=error, label="drift")
 
     def throttled(self, error: str, retry_after: float) -> Outcome:
@@ -221,7 +221,7 @@ class _Context:
             row = self._row(db)
             placements.record_failure(row, error, State.RETRYING, retry_at=_at(delay), before=self.before,
                                       spend=False)
-            placements.log(db, self.session_id, self.action, "throttled", error=error, retry_in_ms=delay)
+            synclog.log(db, self.session_id, self.action, "throttled", error=error, retry_in_ms=delay)
         return Outcome(ok=False, retry_in_ms=delay, error=error, label="throttled")
 
 

@@ -21,10 +21,10 @@ from sync.engine.reconcile import snapshot
 from sync.engine.runtime import Runtime
 from sync.errors import AuthError, ChannelError, NotFound
 from sync.providers.channel import CalendarChannel, Target
-from sync.store import placements
+from sync.store import outbox, placements, synclog
 from sync.store.db import utcnow
 from sync.store.integrations import mark_dead, touch_sessions_of
-from sync.store.models import Integration, OutboxRow, Person, Placement, SessionRow, SyncLog
+from sync.store.models import Integration, Person, Placement, SessionRow
 
 
 @dataclass
@@ -54,8 +54,7 @@ def _check(rt: Runtime, rec: Recorded, row: Placement, expected: RenderedEvent |
     check = PlacementCheck(rec.user_id, rec.channel, rec.state, expected)
     if rec.channel == "email":
         with rt.store.tx() as db:
-            last = db.scalars(select(OutboxRow).where(OutboxRow.placement_id == row.id)
-                              .order_by(OutboxRow.id.desc()).limit(1)).one_or_none()
+            last = outbox.last_for(db, row.id)
             check.note = ("no invite sent yet" if last is None else
                           f"last invite {last.method} seq {last.sequence} {last.state}"
                           f"{' at ' + last.sent_at.isoformat() if last.sent_at else ''}")
@@ -138,9 +137,7 @@ def diagnose_user(rt: Runtime, user_id: str, *, days: int = 30) -> UserDiagnosis
             .join(SessionRow, SessionRow.id == Placement.session_id)
             .where(Placement.user_id == user_id, SessionRow.start >= now, SessionRow.start <= now + timedelta(days))
             .order_by(SessionRow.start)).all()
-        errors = db.execute(
-            select(SyncLog.at, SyncLog.session_id, SyncLog.channel, SyncLog.action, SyncLog.result, SyncLog.detail)
-            .where(SyncLog.user_id == user_id, SyncLog.result != "ok").order_by(SyncLog.id.desc()).limit(10)).all()
+        errors = synclog.recent_errors(db, user_id)
         integrations = [{"id": r.id, "provider": r.provider, "account": r.account_email, "calendar": r.calendar_id,
                          "status": r.status, "reason": r.status_reason, "since": r.updated_at} for r in rows]
     active = next((i for i in integrations if i["status"] == "active"), None)
@@ -235,7 +232,7 @@ def repair_drift(rt: Runtime, session_id: str) -> list[PlacementCheck]:
             kinds = {d.kind for d in check.differences}
             placements.drifted(row, f"found {', '.join(sorted(kinds))} by diagnose",
                                gone=bool(kinds & {"deleted", "missing"}))
-            placements.log(db, session_id, None, "drift", user_id=check.user_id, channel=check.channel,
+            synclog.log(db, session_id, None, "drift", user_id=check.user_id, channel=check.channel,
                            found=sorted(kinds))
     for check in checks:
         row = rows.get((check.user_id, check.channel))

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session as Db
 from sync.core.plan import Kind, SessionPlan, plan_session
 from sync.engine.queues import KEYS, QueueKeys
 from sync.engine.runtime import Runtime
-from sync.store import integrations, placements
+from sync.store import integrations, placements, synclog
 from sync.store.db import utcnow
 from sync.store.models import ParticipantRow, Placement, SessionRow
 from sync.store.placements import PLANNED_COLUMNS
@@ -129,6 +129,33 @@ def resync(rt: Runtime, sel: Selection, *, dry_run: bool, enqueue: Callable[[str
 #: Dramatiq's own message id inside an encoded payload. Arguments are JSON strings, so a
 #: quote inside one is escaped and cannot fake this; a match is confirmed by decoding anyway.
 _MESSAGE_ID = re.compile(rb'"message_id":\s*"([^"\\]+)"')
+
+
+def outcomes_since(rt: Runtime, log_mark: int, sessions: set[str], planned: Counter[str]) -> dict[str, int]:
+    """What the workers did for these sessions, from the sync log written since the resync started.
+
+    Each placement counts once, by its latest step: a copy that was retried
+    and then placed is ``created``; one whose latest attempt was a transient
+    failure, a throttle or a hold is ``retrying``, because a later message the
+    worker scheduled will try again (--wait does not wait for those).
+    """
+    done = {"created": 0, "updated": 0, "withdrawn": 0, "unchanged": planned.get("nothing", 0), "failed": 0,
+            "retrying": 0}
+    names = {"create": "created", "update": "updated", "withdraw": "withdrawn"}
+    with rt.store.tx() as db:
+        rows = synclog.steps_since(db, log_mark)
+    latest: dict[tuple[str, str | None, str | None], tuple[str, str]] = {}
+    for sid, user_id, channel, action, result in rows:
+        if sid in sessions and action in names:  # "reconcile" rows are repair_drift's notes, not steps
+            latest[(sid, user_id, channel)] = (action, result)
+    for action, result in latest.values():
+        if result == "ok":
+            done[names[action]] += 1
+        elif result in ("failed", "drift"):  # drift: the copy vanished under an update; not placed
+            done["failed"] += 1
+        elif result in ("retrying", "throttled", "held"):
+            done["retrying"] += 1
+    return done
 
 
 class Outstanding:

@@ -19,7 +19,7 @@ from sync.core.plan import Action, Kind, Recorded
 from sync.core.render import Recipient, RenderedEvent
 from sync.core.states import State
 from sync.store.db import utcnow
-from sync.store.models import Placement, SyncLog
+from sync.store.models import Placement
 
 #: The columns the planner reads, in the order :func:`recorded_from` takes them.
 PLANNED_COLUMNS = ("id", "user_id", "channel", "recipient_email", "recipient_name", "recipient_timezone", "live",
@@ -205,15 +205,3 @@ def settle(row: Placement, reason: str) -> None:
     """A copy nobody wants any more that never reached anyone: nothing to withdraw."""
     row.live, row.next_attempt_at, row.last_error = False, None, reason
     _move(row, State.WITHDRAWN)
-
-
-def log(db: Db, session_id: str, action: Action | None, result: str, *, user_id: str | None = None,
-        channel: str | None = None, **detail: object) -> None:
-    db.add(SyncLog(
-        session_id=session_id,
-        user_id=action.user_id if action else user_id,
-        channel=action.channel if action else channel,
-        action=action.kind.value if action else result,
-        result=result,
-        detail={k: v for k, v in detail.items() if v is not None} or None,
-    ))
