@@ -8,11 +8,12 @@ from typing import Any
 
 from sqlalchemy import select
 
+from sync.core.states import Link
 from sync.engine.people import finish_disconnects
 from sync.engine.runtime import Runtime
 from sync.errors import NotFound
 from sync.store import sessions
-from sync.store.integrations import touch_sessions_of
+from sync.store.integrations import move, touch_sessions_of
 from sync.store.models import Integration
 
 
@@ -44,14 +45,14 @@ def disconnect(rt: Runtime, user_id: str, reconcile_now: Callable[[str], object]
     """
     with rt.store.tx() as db:
         rows = list(db.scalars(select(Integration).where(Integration.user_id == user_id,
-                                                         Integration.status != "disconnected")))
+                                                         Integration.status != Link.DISCONNECTED)))
         if not rows:
             raise NotFound(f"{user_id!r} has no connected calendar")
         for row in rows:
-            if row.status == "active":
-                row.status, row.status_reason = "disconnecting", "disconnect requested"
-            elif row.status == "needs_reconnect":
-                row.status, row.status_reason, row.credentials = "disconnected", "disconnected by support", b""
+            if row.status == Link.ACTIVE:
+                move(row, Link.DISCONNECTING, "disconnect requested")
+            elif row.status == Link.NEEDS_RECONNECT:
+                move(row, Link.DISCONNECTED, "disconnected by support")
         touch_sessions_of(db, user_id)
         ids = sessions.for_user(db, user_id)
     for session_id in ids:
@@ -59,5 +60,5 @@ def disconnect(rt: Runtime, user_id: str, reconcile_now: Callable[[str], object]
     # One person may have two integrations disconnecting (one replaced earlier, one now).
     done = finish_disconnects(rt, user_id)
     remaining = sum(d.remaining for d in done)
-    return Disconnected(user_id, ids, any(d.revoked for d in done), "disconnecting" if remaining else "disconnected",
-                        remaining)
+    status = Link.DISCONNECTING if remaining else Link.DISCONNECTED
+    return Disconnected(user_id, ids, any(d.revoked for d in done), status, remaining)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from sync.core.states import Link
 from sync.engine.runtime import Runtime, credential_box
 from sync.providers.connector import Grant
 from sync.store.db import utcnow
-from sync.store.integrations import touch_sessions_of
+from sync.store.integrations import move, touch_sessions_of
 from sync.store.models import Integration, Person
 
 
@@ -35,12 +36,13 @@ def save_grant(rt: Runtime, user_id: str, provider: str, grant: Grant, *, accoun
         # One calendar per person: connecting one provider retires the other.
         for other in db.scalars(select(Integration).where(Integration.user_id == user_id,
                                                           Integration.provider != provider,
-                                                          Integration.status == "active")):
-            other.status, other.status_reason = "disconnecting", f"replaced by {provider}"
+                                                          Integration.status == Link.ACTIVE)):
+            move(other, Link.DISCONNECTING, f"replaced by {provider}")
         row.account_email = account_email or row.account_email
         row.calendar_id = calendar_id or row.calendar_id or ("primary" if provider == "google" else None)
         row.credentials = sealed
-        row.status, row.status_reason, row.updated_at = "active", None, utcnow()
+        move(row, Link.ACTIVE, None)
+        row.updated_at = utcnow()
         db.flush()
         # The person's route changed: every session of theirs owes a re-plan, stored
         # with the change itself so a lost message cannot lose it.

@@ -10,6 +10,7 @@ import click
 from sync.cli.delivery import delivering
 from sync.cli.output import cell, emit_json, json_option, table
 from sync.cli.usage import OneLineGroup
+from sync.core.states import Link
 
 
 @click.group(cls=OneLineGroup)
@@ -103,7 +104,7 @@ def import_(file: BinaryIO, as_json: bool) -> None:
 
 
 @integrations.command(name="list")
-@click.option("--status", type=click.Choice(["active", "needs_reconnect", "disconnecting", "disconnected"]))
+@click.option("--status", type=click.Choice([s.value for s in Link]))
 @json_option
 def list_(status: str | None, as_json: bool) -> None:
     """List integrations; exits 1 if any listed one needs a reconnect."""
@@ -117,7 +118,7 @@ def list_(status: str | None, as_json: bool) -> None:
         table(["user", "provider", "account", "calendar", "status", "reason", "updated"],
               [[r.user_id, r.provider, r.account_email, r.calendar_id, r.status, r.reason, r.updated_at]
                for r in rows])
-    if any(r.status == "needs_reconnect" for r in rows):
+    if any(r.status == Link.NEEDS_RECONNECT for r in rows):
         sys.exit(1)
 
 

@@ -1,4 +1,4 @@
-"""The placement lifecycle: every state a copy can be in, and every move allowed.  (pure)
+"""The two lifecycles: every state a copy or a calendar connection can be in, and every move allowed.  (pure)
 
 A placement is one person's copy of one session through one channel at one
 address. Its state says what calsync knows about that copy; ``live`` says
@@ -19,6 +19,14 @@ explain later::
 Settled states are the ones nothing will change until the session, the
 person's routing or a timer does: ``placed`` and ``withdrawn``. Everything
 else is listed by ``calsync status`` with its reason.
+
+An integration (a person's connected calendar) has a lifecycle of its own,
+:class:`Link`, written only through :func:`sync.store.integrations.move`::
+
+    active ──► needs_reconnect ──► disconnected      (the grant died; support disconnected it)
+      │  ▲            │                  ▲
+      │  └────────────┴──── reconnect ───┤
+      └──► disconnecting ────────────────┘            (copies withdrawn, then the token revoked)
 """
 
 from __future__ import annotations
@@ -84,4 +92,44 @@ def check(current: str, to: State) -> State:
     """
     if to not in TRANSITIONS[State(current)]:
         raise IllegalTransition(f"placement cannot go from {current} to {to}")
+    return to
+
+
+class Link(StrEnum):
+    """The status of a person's connected calendar (an integration)."""
+
+    ACTIVE = "active"
+    NEEDS_RECONNECT = "needs_reconnect"
+    DISCONNECTING = "disconnecting"
+    DISCONNECTED = "disconnected"
+
+
+LINK_MEANING: dict[Link, str] = {
+    Link.ACTIVE: "the person's sessions go to this calendar",
+    Link.NEEDS_RECONNECT: "the grant died; their sessions go by email until they reconnect",
+    Link.DISCONNECTING: "routed to email; calsync still withdraws the events it placed, then revokes",
+    Link.DISCONNECTED: "credentials wiped; nothing more is done with this calendar",
+}
+
+#: Statuses whose credentials still work: ``disconnecting`` routes the person to
+#: email but can still delete the events it placed.
+USABLE_LINKS = (Link.ACTIVE, Link.DISCONNECTING)
+
+#: A (re)connect makes any integration active again; otherwise a connection only winds down.
+LINK_TRANSITIONS: dict[Link, frozenset[Link]] = {
+    Link.ACTIVE: frozenset({Link.ACTIVE, Link.NEEDS_RECONNECT, Link.DISCONNECTING}),
+    Link.NEEDS_RECONNECT: frozenset({Link.ACTIVE, Link.DISCONNECTED}),
+    Link.DISCONNECTING: frozenset({Link.ACTIVE, Link.DISCONNECTED}),
+    Link.DISCONNECTED: frozenset({Link.ACTIVE}),
+}
+
+
+def check_link(current: str, to: Link) -> Link:
+    """``to`` if an integration may go ``current → to``; raises otherwise.
+
+    Raises:
+      IllegalTransition: naming both statuses.
+    """
+    if to not in LINK_TRANSITIONS[Link(current)]:
+        raise IllegalTransition(f"integration cannot go from {current} to {to}")
     return to

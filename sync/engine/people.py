@@ -9,10 +9,12 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from sync.core.states import Link
 from sync.engine.runtime import Runtime, credential_box
 from sync.errors import CalsyncError
 from sync.providers.connector import connector_for
 from sync.store import sessions
+from sync.store.integrations import move
 from sync.store.models import Integration, Placement
 
 
@@ -44,7 +46,7 @@ def finish_disconnects(rt: Runtime, user_id: str | None = None) -> list[Disconne
     whether the token was revoked) or the number of copies still to withdraw.
     """
     with rt.store.tx() as db:
-        stmt = select(Integration).where(Integration.status == "disconnecting")
+        stmt = select(Integration).where(Integration.status == Link.DISCONNECTING)
         if user_id is not None:
             stmt = stmt.where(Integration.user_id == user_id)
         pending = [(row.id, row.user_id, row.provider, row.credentials) for row in db.scalars(stmt)]
@@ -65,7 +67,7 @@ def finish_disconnects(rt: Runtime, user_id: str | None = None) -> list[Disconne
         revoked = bool(secret) and connector_for(rt.settings, provider).revoke(secret)
         with rt.store.tx() as db:
             row = db.get(Integration, iid)
-            if row is not None and row.status == "disconnecting":
-                row.status, row.status_reason, row.credentials = "disconnected", "disconnected by support", b""
+            if row is not None and row.status == Link.DISCONNECTING:
+                move(row, Link.DISCONNECTED, "disconnected by support")
         results.append(DisconnectProgress(uid, provider, 0, revoked))
     return results

@@ -8,12 +8,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session as Db
 
 from sync.core.plan import Usable
+from sync.core.states import USABLE_LINKS, Link, check_link
 from sync.errors import AuthError, PermanentError
 from sync.store.models import Integration, SessionRow
-
-#: Statuses whose credentials still work: ``disconnecting`` routes the person to
-#: email but can still delete the events it placed.
-USABLE = ("active", "disconnecting")
 
 
 def usable(db: Db, user_ids: Iterable[str]) -> list[Usable]:
@@ -23,9 +20,9 @@ def usable(db: Db, user_ids: Iterable[str]) -> list[Usable]:
         return []
     rows = db.execute(
         select(Integration.id, Integration.user_id, Integration.provider, Integration.status)
-        .where(Integration.user_id.in_(ids), Integration.status.in_(USABLE))
+        .where(Integration.user_id.in_(ids), Integration.status.in_(USABLE_LINKS))
     )
-    return [Usable(iid, uid, provider, status == "active") for iid, uid, provider, status in rows]
+    return [Usable(iid, uid, provider, status == Link.ACTIVE) for iid, uid, provider, status in rows]
 
 
 def credentials_of(db: Db, integration_id: int | None, provider: str) -> tuple[bytes, str, str | None]:
@@ -53,11 +50,21 @@ def mark_dead(db: Db, integration_id: int, reason: str) -> None:
     row = db.get(Integration, integration_id)
     if row is None:
         return
-    if row.status == "active":
-        row.status, row.status_reason = "needs_reconnect", reason
-    elif row.status == "disconnecting":
-        row.status, row.credentials = "disconnected", b""
-        row.status_reason = f"token died while disconnecting: {reason}"
+    if row.status == Link.ACTIVE:
+        move(row, Link.NEEDS_RECONNECT, reason)
+    elif row.status == Link.DISCONNECTING:
+        move(row, Link.DISCONNECTED, f"token died while disconnecting: {reason}")
+
+
+def move(row: Integration, to: Link, reason: str | None) -> None:
+    """The one way an integration's status changes; ``disconnected`` wipes the credentials.
+
+    Raises:
+      IllegalTransition: a move the lifecycle does not have (a bug).
+    """
+    row.status, row.status_reason = check_link(row.status, to), reason
+    if to == Link.DISCONNECTED:
+        row.credentials = b""
 
 
 def touch_sessions_of(db: Db, user_id: str) -> int:

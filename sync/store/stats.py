@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session as Db
 
-from sync.core.states import MEANING, PROBLEM_STATES, SETTLED, State
+from sync.core.states import MEANING, PROBLEM_STATES, SETTLED, Link, State
 from sync.store.db import utcnow
 from sync.store.models import Integration, Placement, SessionRow
 
@@ -93,7 +93,7 @@ def store_stats(db: Db, now: datetime | None = None) -> StoreStats:
     placements = [(s, c, int(n)) for s, c, n in db.execute(
         select(Placement.state, Placement.channel, func.count())
         .group_by(Placement.state, Placement.channel).order_by(Placement.state, Placement.channel))]
-    needs = Integration.status == "needs_reconnect"
+    needs = Integration.status == Link.NEEDS_RECONNECT
     reconnect_count = db.scalar(select(func.count()).select_from(Integration).where(needs)) or 0
     reconnect_users = list(db.scalars(select(Integration.user_id).where(needs)
                                       .order_by(Integration.updated_at, Integration.user_id).limit(RECONNECT_SHOWN)))
@@ -130,5 +130,5 @@ def _disconnecting(db: Db) -> list[tuple[str, str, int]]:
             .where(Placement.user_id == Integration.user_id, Placement.channel == Integration.provider,
                    Placement.live.is_(True)).scalar_subquery())
     return [(u, p, int(n)) for u, p, n in db.execute(
-        select(Integration.user_id, Integration.provider, live).where(Integration.status == "disconnecting")
+        select(Integration.user_id, Integration.provider, live).where(Integration.status == Link.DISCONNECTING)
         .order_by(Integration.user_id))]
