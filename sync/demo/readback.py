@@ -30,15 +30,13 @@ class Calendars:
     def copies(self, channel: str, owner: str, user_id: str, session_id: str) -> list[Observed]:
         """Live copies of one session on ``owner``'s calendar, found by calsync's tag, in provider-neutral terms."""
         if channel == "google":
-            from sync.providers.google import observed
-            from sync.providers.google_events import TAG_SESSION, TAG_USER
+            from sync.providers.google_events import TAG_SESSION, TAG_USER, observed
 
             tag = {TAG_SESSION: session_id, TAG_USER: user_id}
             items = [e for e in self.google.events(owner)
                      if tag.items() <= e.get("extendedProperties", {}).get("private", {}).items()]
         elif channel == "outlook":
-            from sync.providers.outlook import observed
-            from sync.providers.outlook_events import TAG_PROPERTY, tag_value
+            from sync.providers.outlook_events import TAG_PROPERTY, observed, tag_value
 
             value = tag_value(session_id, user_id)
             items = [e for e in self.outlook.events(owner)

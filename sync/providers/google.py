@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any
 
@@ -35,7 +34,7 @@ from sync.core.drift import Observed
 from sync.core.render import RenderedEvent
 from sync.errors import AuthError, Misconfigured, PermanentError, Throttled, TransientError
 from sync.providers.channel import ProviderChannel, Receipt, Target
-from sync.providers.google_events import TAG_SESSION, TAG_USER, event_id, generation_of, to_google
+from sync.providers.google_events import TAG_SESSION, TAG_USER, event_id, generation_of, observed, to_google
 from sync.store.crypto import CredentialBox
 from sync.store.db import Store
 from sync.store.integrations import credentials_of
@@ -262,13 +261,3 @@ class GoogleChannel(ProviderChannel):
 def _gone(exc: PermanentError) -> bool:
     """404 or 410: the event is not there (deleted by the person, or never created)."""
     return exc.status in (404, 410)
-
-
-def _utc(when: dict[str, Any]) -> datetime:
-    return datetime.fromisoformat(when["dateTime"].replace("Z", "+00:00")).astimezone(timezone.utc)
-
-
-def observed(item: dict[str, Any]) -> Observed:
-    return Observed(external_id=str(item["id"]), title=str(item.get("summary", "")), start=_utc(item["start"]),
-                    end=_utc(item["end"]), where=str(item.get("location", "")),
-                    cancelled=item.get("status") == "cancelled")

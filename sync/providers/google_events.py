@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from sync.core.drift import Observed
 from sync.core.render import RenderedEvent
 from sync.providers.body import event_html
 
@@ -58,3 +60,13 @@ def to_google(event: RenderedEvent, eid: str) -> dict[str, Any]:
     if event.view_url:
         body["source"] = {"title": event.program or "calsync", "url": event.view_url}
     return body
+
+
+def _utc(when: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(when["dateTime"].replace("Z", "+00:00")).astimezone(timezone.utc)
+
+
+def observed(item: dict[str, Any]) -> Observed:
+    return Observed(external_id=str(item["id"]), title=str(item.get("summary", "")), start=_utc(item["start"]),
+                    end=_utc(item["end"]), where=str(item.get("location", "")),
+                    cancelled=item.get("status") == "cancelled")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 import msal
@@ -28,7 +27,7 @@ from sync.core.drift import Observed
 from sync.core.render import RenderedEvent
 from sync.errors import AuthError, EventGone, Misconfigured, PermanentError, Throttled, TransientError
 from sync.providers.channel import ProviderChannel, Receipt, Target
-from sync.providers.outlook_events import for_create, tag_filter, to_graph
+from sync.providers.outlook_events import for_create, observed, tag_filter, to_graph
 from sync.providers.pinned_ca import session_trusting
 from sync.store.crypto import CredentialBox
 from sync.store.db import Store
@@ -281,13 +280,3 @@ class OutlookChannel(ProviderChannel):
                 if exc.status not in (404, 410):
                     raise
         return Receipt(ids[0], f"deleted {len(deleted)} of {len(ids)}" if deleted else "already gone")
-
-
-def observed(item: dict[str, Any]) -> Observed:
-    def utc(when: dict[str, str]) -> datetime:
-        # Asked for in UTC (Prefer: outlook.timezone); Graph writes 7 fractional digits.
-        return datetime.fromisoformat(when["dateTime"][:19]).replace(tzinfo=timezone.utc)
-
-    return Observed(external_id=str(item["id"]), title=str(item.get("subject", "")), start=utc(item["start"]),
-                    end=utc(item["end"]), where=str((item.get("location") or {}).get("displayName", "")),
-                    cancelled=bool(item.get("isCancelled")))

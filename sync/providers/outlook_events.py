@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timezone
 from typing import Any
 
+from sync.core.drift import Observed
 from sync.core.render import RenderedEvent
 from sync.providers.body import event_html
 
@@ -53,3 +55,13 @@ def for_create(event: RenderedEvent, generation: int = 0) -> dict[str, Any]:
 def tag_filter(session_id: str, user_id: str) -> str:
     value = tag_value(session_id, user_id).replace("'", "''")
     return f"singleValueExtendedProperties/Any(ep: ep/id eq '{TAG_PROPERTY}' and ep/value eq '{value}')"
+
+
+def observed(item: dict[str, Any]) -> Observed:
+    def utc(when: dict[str, str]) -> datetime:
+        # Asked for in UTC (Prefer: outlook.timezone); Graph writes 7 fractional digits.
+        return datetime.fromisoformat(when["dateTime"][:19]).replace(tzinfo=timezone.utc)
+
+    return Observed(external_id=str(item["id"]), title=str(item.get("subject", "")), start=utc(item["start"]),
+                    end=utc(item["end"]), where=str((item.get("location") or {}).get("displayName", "")),
+                    cancelled=bool(item.get("isCancelled")))
