@@ -28,8 +28,9 @@ from sync.config import get_settings  # noqa: E402
 from sync.engine.runtime import Runtime  # noqa: E402
 from sync.store.db import Store  # noqa: E402
 from sync.store.migrate import upgrade  # noqa: E402
+from sync.testing.channel import MemoryChannel  # noqa: E402
 from sync.testing.emulators.google import GoogleEmulator  # noqa: E402
-from tests.support.factories import RecordingChannel, make_settings  # noqa: E402
+from tests.support.factories import make_settings  # noqa: E402
 from tests.support.services import IN_CI, POSTGRES_URL, REDIS_URL, require_service  # noqa: E402
 
 get_settings.cache_clear()
@@ -84,12 +85,12 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def channel() -> RecordingChannel:
-    return RecordingChannel()
+def channel() -> MemoryChannel:
+    return MemoryChannel()
 
 
 @pytest.fixture
-def runtime(db_url: str, channel: RecordingChannel) -> Runtime:
+def runtime(db_url: str, channel: MemoryChannel) -> Runtime:
     return Runtime(make_settings(db_url), Store(db_url), channels=lambda s, st: {"email": channel})
 
 

@@ -9,9 +9,10 @@ from sync.engine.reconcile import reconcile
 from sync.errors import NotFound
 from sync.ops.diagnose import diagnose_session, diagnose_user, repair_drift, scan
 from sync.ops.resync import Selection, resync
+from sync.testing.channel import MemoryChannel
 from sync.testing.emulators.google import GoogleEmulator
 from tests.channels.test_google_channel import MENTOR, google_runtime
-from tests.support.factories import RecordingChannel, session_data
+from tests.support.factories import session_data
 
 FUTURE = {"start": "2030-12-01T15:00:00-05:00", "end": "2030-12-01T16:00:00-05:00"}
 
@@ -24,7 +25,7 @@ def emu():
 
 @pytest.fixture
 def setup(sqlite_url, emu):
-    email = RecordingChannel("email")
+    email = MemoryChannel("email")
     rt = google_runtime(sqlite_url, emu, email)
     token = emu.add_user(MENTOR)
     accounts.import_integrations(rt, [{"user_id": "u-1", "provider": "google", "refresh_token": token}],

@@ -19,7 +19,8 @@ from sync.engine.sweep import sweep
 from sync.errors import PermanentError, Throttled, TransientError
 from sync.store.db import Store
 from sync.store.models import Placement
-from tests.support.factories import RecordingChannel, make_retries_due, make_settings, reconcile_due, session_data
+from sync.testing.channel import MemoryChannel
+from tests.support.factories import make_retries_due, make_settings, reconcile_due, session_data
 from tests.support.mailclient import AppTransport, CalendarApp
 
 MENTOR, MENTEE = "mentor@example.com", "mentee@example.com"
@@ -216,7 +217,7 @@ def test_a_corrected_address_gets_the_invite_a_failed_one_never_did(rt: Runtime,
 # -- 7. a bug inside one channel call ----------------------------------------------------------
 
 
-def test_an_unexpected_exception_fails_only_that_placement(runtime: Runtime, channel: RecordingChannel):
+def test_an_unexpected_exception_fails_only_that_placement(runtime: Runtime, channel: MemoryChannel):
     # Given the channel raises something that is not a channel error for the mentor only
     def explode(op, target):
         if target.user_id == "u-1":
@@ -234,7 +235,7 @@ def test_an_unexpected_exception_fails_only_that_placement(runtime: Runtime, cha
 # -- 8. throttles spend no crash budget --------------------------------------------------------
 
 
-def test_ten_throttles_and_a_crash_do_not_dead_letter_the_session(db_url: str, channel: RecordingChannel,
+def test_ten_throttles_and_a_crash_do_not_dead_letter_the_session(db_url: str, channel: MemoryChannel,
                                                                   monkeypatch):
     # Given a provider that throttles ten times, then a worker crash, then calm
     from sync.engine.broker import QUEUE
@@ -301,7 +302,7 @@ def test_an_edit_reverted_is_mailed_and_same_second_updates_stamp_in_order(rt: R
 # -- 14. intent lives in the store, not in messages --------------------------------------------
 
 
-def test_a_failed_send_then_a_lost_message_is_found_by_the_sweeper(runtime: Runtime, channel: RecordingChannel):
+def test_a_failed_send_then_a_lost_message_is_found_by_the_sweeper(runtime: Runtime, channel: MemoryChannel):
     # Given a session whose only message is lost after a permanent failure
     channel.fail_with = [PermanentError("550 mailbox unavailable")]
     api.upsert_session(session_data(participants=[MENTOR_P]), rt=runtime, enqueue=False)
@@ -317,7 +318,7 @@ def test_a_failed_send_then_a_lost_message_is_found_by_the_sweeper(runtime: Runt
     assert channel.copies["u-1"].title == "New title"
 
 
-def test_a_placement_abandoned_by_a_killed_worker_is_swept(runtime: Runtime, channel: RecordingChannel):
+def test_a_placement_abandoned_by_a_killed_worker_is_swept(runtime: Runtime, channel: MemoryChannel):
     # Given a worker killed mid-send left the mentor's placement in "sending" in a settled session
     api.upsert_session(session_data(participants=[MENTOR_P]), rt=runtime, enqueue=False)
     reconcile(runtime, "sess-42")
@@ -342,7 +343,7 @@ def test_a_placement_abandoned_by_a_killed_worker_is_swept(runtime: Runtime, cha
 # -- 15. status shows every placement that is not settled --------------------------------------
 
 
-def test_status_names_stuck_held_stranded_and_disconnecting_placements(runtime: Runtime, channel: RecordingChannel):
+def test_status_names_stuck_held_stranded_and_disconnecting_placements(runtime: Runtime, channel: MemoryChannel):
     from datetime import timedelta
 
     from sqlalchemy import update
@@ -432,7 +433,7 @@ print("ok")
     assert done.stdout.strip() == "ok", done.stderr
 
 
-def test_json_log_lines_carry_session_user_channel_and_action(runtime: Runtime, channel: RecordingChannel):
+def test_json_log_lines_carry_session_user_channel_and_action(runtime: Runtime, channel: MemoryChannel):
     import io
     import json
     import logging
@@ -467,7 +468,7 @@ def test_json_log_lines_carry_session_user_channel_and_action(runtime: Runtime, 
 
 
 def test_a_session_that_has_ended_gets_no_new_invite_but_withdrawals_still_go_out(db_url: str,
-                                                                                channel: RecordingChannel):
+                                                                                channel: MemoryChannel):
     # Given the default policy, and a session that ended last month, booked only now
     rt = Runtime(make_settings(db_url, past_sessions="skip"), Store(db_url), channels=lambda s, st: {"email": channel})
     past = {"start": "2020-11-01T15:00:00+00:00", "end": "2020-11-01T16:00:00+00:00"}

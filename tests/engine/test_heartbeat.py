@@ -18,8 +18,9 @@ from sync.engine.runtime import Runtime, set_runtime
 from sync.ops.status import Workers, find_problems
 from sync.store.db import Store
 from sync.store.stats import Lagging, StoreStats
+from sync.testing.channel import MemoryChannel
 from tests.support.cli import cli_env, upgraded_runner
-from tests.support.factories import RecordingChannel, make_settings, session_data
+from tests.support.factories import make_settings, session_data
 from tests.support.services import REDIS_URL
 
 pytestmark = [pytest.mark.redis]
@@ -69,7 +70,7 @@ def test_health_gauges_follow_the_store(sqlite_url: str, redis_client: redis.Red
     from sync.engine.metrics import refresh_health
 
     # Given a settled session and one placement whose channel fails for good
-    channel = RecordingChannel()
+    channel = MemoryChannel()
     rt = Runtime(make_settings(sqlite_url), Store(sqlite_url), channels=lambda s, st: {"email": channel})
     from sync.errors import PermanentError
 

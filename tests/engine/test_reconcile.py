@@ -9,7 +9,8 @@ from sync.engine.reconcile import reconcile
 from sync.engine.runtime import Runtime
 from sync.errors import PermanentError, TransientError
 from sync.store import sessions
-from tests.support.factories import RecordingChannel, reconcile_due, session_data
+from sync.testing.channel import MemoryChannel
+from tests.support.factories import reconcile_due, session_data
 
 
 def upsert(rt: Runtime, **overrides) -> None:
@@ -22,7 +23,7 @@ def states(rt: Runtime) -> dict[tuple[str, str], tuple[str, bool, int]]:
     return {(p.user_id, p.channel): (p.state, p.live, p.sequence) for p in view.placements}
 
 
-def test_create_reschedule_cancel_sends_one_copy_each_time(runtime: Runtime, channel: RecordingChannel):
+def test_create_reschedule_cancel_sends_one_copy_each_time(runtime: Runtime, channel: MemoryChannel):
     # Given a new session
     upsert(runtime)
     # When it is reconciled, rescheduled, reconciled again and cancelled
@@ -41,7 +42,7 @@ def test_create_reschedule_cancel_sends_one_copy_each_time(runtime: Runtime, cha
     assert states(runtime) == {("u-1", "email"): ("withdrawn", False, 2), ("u-2", "email"): ("withdrawn", False, 2)}
 
 
-def test_unchanged_resync_sends_nothing_and_marks_synced(runtime: Runtime, channel: RecordingChannel):
+def test_unchanged_resync_sends_nothing_and_marks_synced(runtime: Runtime, channel: MemoryChannel):
     upsert(runtime)
     reconcile(runtime, "sess-42")
     before = len(channel.calls)
@@ -55,7 +56,7 @@ def test_unchanged_resync_sends_nothing_and_marks_synced(runtime: Runtime, chann
         assert row is not None and row.synced_revision == row.revision
 
 
-def test_removed_participant_alone_gets_withdrawn(runtime: Runtime, channel: RecordingChannel):
+def test_removed_participant_alone_gets_withdrawn(runtime: Runtime, channel: MemoryChannel):
     upsert(runtime)
     reconcile(runtime, "sess-42")
     data = session_data(version=2)
@@ -66,7 +67,7 @@ def test_removed_participant_alone_gets_withdrawn(runtime: Runtime, channel: Rec
     assert channel.calls[-1][3].recipient.email == "mentee@example.com"
 
 
-def test_agenda_only_edit_sends_an_update_with_the_same_sequence(runtime: Runtime, channel: RecordingChannel):
+def test_agenda_only_edit_sends_an_update_with_the_same_sequence(runtime: Runtime, channel: MemoryChannel):
     upsert(runtime)
     reconcile(runtime, "sess-42")
     upsert(runtime, version=2, agenda_html="<p>Bring your goals</p>")
@@ -75,7 +76,7 @@ def test_agenda_only_edit_sends_an_update_with_the_same_sequence(runtime: Runtim
     assert "Bring your goals" in channel.calls[-1][3].agenda_text
 
 
-def test_transient_failures_retry_then_fail_with_the_reason(runtime: Runtime, channel: RecordingChannel):
+def test_transient_failures_retry_then_fail_with_the_reason(runtime: Runtime, channel: MemoryChannel):
     # Given the channel refuses every attempt for u-1 (max_attempts=3 in these settings)
     upsert(runtime)
     refusals = iter(range(3))
@@ -100,7 +101,7 @@ def test_transient_failures_retry_then_fail_with_the_reason(runtime: Runtime, ch
     assert states(runtime)[("u-1", "email")] == ("placed", True, 3)
 
 
-def test_permanent_failure_is_not_retried(runtime: Runtime, channel: RecordingChannel):
+def test_permanent_failure_is_not_retried(runtime: Runtime, channel: MemoryChannel):
     upsert(runtime)
     channel.fail_with = [PermanentError("400 bad request: description too long")]
     report = reconcile(runtime, "sess-42")
@@ -122,7 +123,7 @@ def test_two_workers_racing_on_one_session_send_once(db_url: str):
     from sync.store.db import Store
     from tests.support.factories import make_settings
 
-    channel = RecordingChannel()
+    channel = MemoryChannel()
     gate = threading.Barrier(2, timeout=10)
     first = threading.Event()
 
@@ -155,7 +156,7 @@ def test_two_workers_racing_on_one_session_send_once(db_url: str):
     assert any(r.busy for r in results.values())
 
 
-def test_actions_are_counted_for_metrics(runtime: Runtime, channel: RecordingChannel):
+def test_actions_are_counted_for_metrics(runtime: Runtime, channel: MemoryChannel):
     from prometheus_client import REGISTRY
 
     def sample(outcome: str) -> float:
@@ -169,7 +170,7 @@ def test_actions_are_counted_for_metrics(runtime: Runtime, channel: RecordingCha
     assert (sample("ok") - before_ok, sample("retrying") - before_retry) == (1.0, 1.0)
 
 
-def test_sweeper_leaves_a_scheduled_retry_alone_until_it_is_due(runtime: Runtime, channel: RecordingChannel):
+def test_sweeper_leaves_a_scheduled_retry_alone_until_it_is_due(runtime: Runtime, channel: MemoryChannel):
     from datetime import timedelta
 
     from sync.engine.sweep import sweep

@@ -8,7 +8,8 @@ from sync import api
 from sync.engine.reconcile import reconcile
 from sync.engine.runtime import Runtime
 from sync.ops.resync import Selection, resync
-from tests.support.factories import RecordingChannel, session_data
+from sync.testing.channel import MemoryChannel
+from tests.support.factories import session_data
 
 
 def book(rt: Runtime, sid: str, program: str = "Spring Cohort", start: str = "2026-12-01T15:00:00-05:00") -> None:
@@ -16,7 +17,7 @@ def book(rt: Runtime, sid: str, program: str = "Spring Cohort", start: str = "20
     assert api.upsert_session(session_data(id=sid, program=program, start=start, end=end), rt=rt, enqueue=False).ok
 
 
-def test_resync_of_settled_sessions_enqueues_nothing(runtime: Runtime, channel: RecordingChannel):
+def test_resync_of_settled_sessions_enqueues_nothing(runtime: Runtime, channel: MemoryChannel):
     for sid in ("a", "b"):
         book(runtime, sid)
         reconcile(runtime, sid)
@@ -26,7 +27,7 @@ def test_resync_of_settled_sessions_enqueues_nothing(runtime: Runtime, channel: 
     assert result.counts == {"nothing": 4}
 
 
-def test_dry_run_reports_the_plan_and_changes_nothing(runtime: Runtime, channel: RecordingChannel):
+def test_dry_run_reports_the_plan_and_changes_nothing(runtime: Runtime, channel: MemoryChannel):
     book(runtime, "a")
     queued: list[str] = []
     result = resync(runtime, Selection(session_id="a"), dry_run=True, enqueue=queued.append)
@@ -49,7 +50,7 @@ def test_selection_by_program_user_and_since(runtime: Runtime):
     assert ids(Selection(user_id="nobody")) == []
 
 
-def test_failed_placements_are_retried_by_resync(runtime: Runtime, channel: RecordingChannel):
+def test_failed_placements_are_retried_by_resync(runtime: Runtime, channel: MemoryChannel):
     from sync.errors import PermanentError
 
     book(runtime, "a")

@@ -1,48 +1,11 @@
-"""Test-only building blocks: the contract's example session, settings, a recording channel."""
+"""Test-only building blocks: the contract's example session and settings (the in-memory channel is
+:class:`sync.testing.channel.MemoryChannel`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from sync.config import Settings
-from sync.core.render import RenderedEvent
-from sync.providers.channel import Receipt, Target
-
-
-class RecordingChannel:
-    """Test-only channel: remembers every call and can be told to fail.
-
-    ``copies`` models the far side: what each person currently holds.
-    """
-
-    def __init__(self, name: str = "email") -> None:
-        self.name = name
-        self.calls: list[tuple[str, str, int, RenderedEvent]] = []
-        self.copies: dict[str, RenderedEvent] = {}
-        self.fail_with: list[Exception] = []
-        self.before: Callable[[str, Target], None] | None = None
-
-    def _act(self, op: str, target: Target, event: RenderedEvent) -> Receipt:
-        if self.before:
-            self.before(op, target)
-        if self.fail_with:
-            raise self.fail_with.pop(0)
-        self.calls.append((op, event.recipient.user_id, target.sequence, event))
-        if op == "place":
-            self.copies[event.recipient.user_id] = event
-        else:
-            self.copies.pop(event.recipient.user_id, None)
-        return Receipt(external_id=f"{self.name}-{target.placement_id}")
-
-    def place(self, target: Target, event: RenderedEvent) -> Receipt:
-        return self._act("place", target, event)
-
-    def withdraw(self, target: Target, event: RenderedEvent) -> Receipt:
-        return self._act("withdraw", target, event)
-
-    def ops(self) -> list[tuple[str, str, int]]:
-        return [(op, uid, seq) for op, uid, seq, _ in self.calls]
 
 
 def make_settings(db_url: str, **overrides: Any) -> Settings:

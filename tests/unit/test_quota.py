@@ -13,7 +13,8 @@ from sync.engine.runtime import Runtime
 from sync.errors import Throttled
 from sync.quota import MemoryQuota, RedisQuota, Window, acquire, slot
 from sync.store.db import Store
-from tests.support.factories import RecordingChannel, make_settings, reconcile_due, session_data
+from sync.testing.channel import MemoryChannel
+from tests.support.factories import make_settings, reconcile_due, session_data
 from tests.support.services import REDIS_URL, require_service
 
 
@@ -92,7 +93,7 @@ def test_slot_never_lets_more_than_limit_run_at_once():
 
 def test_waiting_for_quota_costs_no_placement_attempt(sqlite_url):
     # Given a channel that finds our own quota spent three times in a row
-    channel = RecordingChannel()
+    channel = MemoryChannel()
     channel.fail_with = [Throttled("quota", retry_after=2.0)] * 3
     rt = Runtime(make_settings(sqlite_url, max_attempts=2), Store(sqlite_url),
                  channels=lambda s, st: {"email": channel})
