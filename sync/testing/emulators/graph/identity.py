@@ -48,7 +48,8 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import requests
-import requests.adapters
+
+from sync.providers.pinned_ca import session_trusting
 
 from ..oauth import TOKEN_LIFETIME, AuthCode, Failure, Grant, OAuthError, OAuthServer
 from ..server import Request, Response
@@ -171,7 +172,7 @@ class MicrosoftIdentity(OAuthServer):
         return f"{self.authority}/v2.0/.well-known/openid-configuration"
 
     def session(self) -> requests.Session:
-        """A ``requests.Session`` that trusts the emulator's CA for the emulator's origin, whatever the env says.
+        """A ``requests.Session`` that trusts the emulator's CA, whatever the env says (calsync's own pinned session).
 
         ``session.verify = emu.ca_file`` alone is not enough where ``REQUESTS_CA_BUNDLE`` or
         ``CURL_CA_BUNDLE`` is set (as on this project's machines): requests'
@@ -181,10 +182,7 @@ class MicrosoftIdentity(OAuthServer):
         whose adapter for ``authority_url`` pins ``verify`` to ``ca_file``. Pass it to MSAL as
         ``http_client=``.
         """
-        http = requests.Session()
-        http.verify = self.ca_file
-        http.mount(self.authority_url + "/", _PinnedCAAdapter(self.ca_file))
-        return http
+        return session_trusting(self.ca_file)
 
     # ---- tokens on demand, token death -----------------------------------------------------
 
@@ -416,15 +414,3 @@ class MicrosoftIdentity(OAuthServer):
         payload = b64url(json.dumps(claims).encode())
         sig = b64url(hmac.new(self._id_key, f"{header}.{payload}".encode(), hashlib.sha256).digest())
         return f"{header}.{payload}.{sig}"
-
-
-class _PinnedCAAdapter(requests.adapters.HTTPAdapter):
-    """Pins ``verify`` to the emulator's CA whatever requests' environment merging decided."""
-
-    def __init__(self, ca_file: str) -> None:
-        super().__init__()
-        self.ca_file = ca_file
-
-    def send(self, request, **kwargs):  # type: ignore[no-untyped-def]
-        kwargs["verify"] = self.ca_file
-        return super().send(request, **kwargs)
