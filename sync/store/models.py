@@ -105,11 +105,13 @@ class Integration(Base):
     account_email: Mapped[str | None] = mapped_column(String(320))
     calendar_id: Mapped[str | None] = mapped_column(String(1024))
     credentials: Mapped[bytes] = mapped_column(LargeBinary)
-    #: active | needs_reconnect | disconnected
+    #: A :class:`sync.core.states.Link`: active | needs_reconnect | disconnecting | disconnected
     status: Mapped[str] = mapped_column(String(32), default="active", index=True)
     status_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    #: When the person was last emailed a reconnect link (at most one a day).
+    reconnect_mailed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 def _address_of(ctx: Any) -> str:
@@ -232,3 +234,41 @@ class OAuthFlow(Base):
     provider: Mapped[str] = mapped_column(String(16))
     flow: Mapped[bytes] = mapped_column(LargeBinary)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ConnectLink(Base):
+    """A signed, single-use, expiring link a person opens to connect their calendar.
+
+    The URL carries ``id`` and a signature over it; the row says whose link it is,
+    where to send the browser afterwards, whether it was used, and which OAuth
+    ``state`` the consent it started carries (so the callback finds its link).
+    """
+
+    __tablename__ = "connect_links"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(200), index=True)
+    #: google | outlook, or None to let the person choose.
+    provider: Mapped[str | None] = mapped_column(String(16))
+    return_to: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    state: Mapped[str | None] = mapped_column(String(512), index=True)
+
+
+class WebhookEvent(Base):
+    """An event for the platform, written in the transaction of its cause, delivered at least once."""
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    type: Mapped[str] = mapped_column(String(64))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: pending | delivered | dead
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
