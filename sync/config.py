@@ -169,6 +169,26 @@ class Settings(BaseSettings):
     #: Address the metrics endpoint binds; loopback unless a scraper elsewhere needs it.
     metrics_host: Annotated[str, Field(min_length=1)] = "127.0.0.1"
 
+    #: Address ``calsync serve`` binds (the default OAuth redirect URIs name port 8765 on loopback).
+    http_host: Annotated[str, Field(min_length=1)] = "127.0.0.1"
+    http_port: Annotated[int, Field(ge=1, le=65_535)] = 8765
+    #: The root URL people's browsers reach ``calsync serve`` at, for connect links; default http://HOST:PORT.
+    public_url: HttpUrl | None = None
+    #: Bearer tokens of the platform API, comma-separated: add the new one, move the platform, drop the old.
+    api_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    #: Largest request body ``calsync serve`` reads, in bytes (413 above it).
+    http_max_body_bytes: AtLeastOne = 1_048_576
+    #: Hosts a connect link may send the browser back to (``return_to``), comma-separated.
+    return_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    #: How long a connect link stays valid, in seconds (7 days).
+    connect_link_ttl_seconds: Seconds = 7 * 24 * 3600.0
+    #: Where calsync POSTs events for the platform; unset sends none.
+    webhook_url: HttpUrl | None = None
+    #: Secrets webhooks are signed with, comma-separated: every one signs, so they rotate without a gap.
+    webhook_secrets: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    #: Email a person a reconnect link (at most one a day) when their calendar connection dies.
+    reconnect_email: bool = False
+
     def __init__(self, **values: Any) -> None:
         """Load and check; pydantic's multi-paragraph report becomes one line per invalid variable."""
         try:
@@ -182,7 +202,7 @@ class Settings(BaseSettings):
             raise ConfigError(f"{_env_file()}: cannot be read ({exc.strerror or exc})") from None
 
     @field_validator("smtp_url", "mail_from", "google_client_id", "google_client_secret", "ms_client_id",
-                     "ms_client_secret", "ms_ca_bundle", mode="before")
+                     "ms_client_secret", "ms_ca_bundle", "public_url", "webhook_url", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         """``CALSYNC_MAIL_FROM=`` (as in config/example.env) means "not set", not "an empty address"."""
@@ -190,7 +210,7 @@ class Settings(BaseSettings):
             return None
         return value
 
-    @field_validator("secret_keys", mode="before")
+    @field_validator("secret_keys", "api_tokens", "webhook_secrets", "return_hosts", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
@@ -205,6 +225,11 @@ class Settings(BaseSettings):
         if first is not None and value < first:
             raise ValueError(f"must be at least {PREFIX}RETRY_MIN_BACKOFF_MS ({first})")
         return value
+
+    @property
+    def base_url(self) -> str:
+        """Where people's browsers reach ``calsync serve``: CALSYNC_PUBLIC_URL, or http://HOST:PORT."""
+        return (self.public_url or f"http://{self.http_host}:{self.http_port}").rstrip("/")
 
     def require(self, name: str) -> str:
         """Return a setting that this code path cannot run without, or raise naming it."""
@@ -230,7 +255,7 @@ def get_settings() -> Settings:
 
 #: Settings whose value may hold a password or a key: their errors never repeat the value.
 SECRET_BEARING = frozenset({"database_url", "broker_url", "smtp_url", "secret_keys", "google_client_secret",
-                            "ms_client_secret"})
+                            "ms_client_secret", "api_tokens", "webhook_secrets", "webhook_url"})
 
 #: pydantic's error types, in the words of an operator's checklist.
 _WORDS: dict[str, Callable[[dict[str, Any]], str]] = {
