@@ -78,12 +78,13 @@ def _register() -> None:
     from sync.cli.integrations import integrations
     from sync.cli.keys import keys
     from sync.cli.resync import resync
+    from sync.cli.serve import serve
     from sync.cli.sessions import sessions
     from sync.cli.status import status
     from sync.cli.worker import sweep, worker
 
     for command in (sessions, integrations, db, worker, sweep, demo, resync, diagnose, drift,
-                    status, dead_letters, doctor, keys):
+                    status, dead_letters, doctor, keys, serve):
         main.add_command(command)
 
 

@@ -142,3 +142,20 @@ def disconnect(user_id: str, as_json: bool) -> None:
         else:
             click.echo(f"{user_id}\tdisconnected\t{len(result.sessions)} sessions moved to email"
                        f"{'' if result.revoked else ' (token could not be revoked; it may already be dead)'}")
+
+
+@integrations.command()
+@click.argument("user_id", metavar="USER")
+@click.option("--provider", type=click.Choice(["google", "outlook"]), help="Go straight to this provider.")
+@click.option("--return-to", metavar="URL", help="Where the browser goes once connected (a CALSYNC_RETURN_HOSTS host).")
+@json_option
+def link(user_id: str, provider: str | None, return_to: str | None, as_json: bool) -> None:
+    """Print a signed, single-use connect link for USER to open in a browser (`calsync serve` answers it)."""
+    from sync.accounts.links import create_link
+    from sync.engine.runtime import get_runtime
+
+    made = create_link(get_runtime(), user_id, provider, return_to)
+    if as_json:
+        emit_json({"url": made.url, "expires_at": made.expires_at.isoformat()})
+    else:
+        click.echo(f"{made.url}\nexpires {made.expires_at.isoformat()}")

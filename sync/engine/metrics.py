@@ -43,8 +43,11 @@ OLDEST_LAG = Gauge("calsync_oldest_lagging_session_seconds", "Age of the oldest 
 CHANNELS = ("email", "google", "outlook")
 
 
-def refresh_health(client: Any | None) -> None:
-    """Read the store (and the queue, when ``client`` is Redis) and set every health gauge."""
+def refresh_health(client: Any | None, rt: Any | None = None) -> None:
+    """Read the store (and the queue, when ``client`` is Redis) and set every health gauge.
+
+    ``rt`` is the runtime whose store is read (this process's, by default).
+    """
     from sync.core.states import State
     from sync.engine.queues import queue_stats
     from sync.engine.runtime import get_runtime
@@ -55,7 +58,7 @@ def refresh_health(client: Any | None) -> None:
         for state, n in (("queued", q.queued), ("in_flight", q.in_flight), ("delayed", q.delayed),
                          ("dead", q.dead_letters)):
             BACKLOG.labels(state=state).set(n)
-    with get_runtime().store.tx() as db:
+    with (rt or get_runtime()).store.tx() as db:
         stats = store_stats(db)
     counts = {(state, channel): n for state, channel, n in stats.placements}
     for state in State:

@@ -1,0 +1,79 @@
+"""The connect pages: the person opens their link, consents at the provider, and comes back.
+
+No API token here: the signed link is the authority. The browser that opens a
+link gets a cookie naming it; the provider's callback is honoured only in that
+same browser, so a callback carrying another person's consent connects nobody.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from sync.accounts.links import LinkRefused, finish_consent, open_link, start_consent
+from sync.errors import AuthError, InvalidInput, TransientError
+from sync.http import pages
+from sync.providers.connector import PROVIDERS
+
+router = APIRouter(include_in_schema=False)
+
+COOKIE = "calsync_connect"
+_STATUS = {"invalid": 404, "expired": 410, "used": 410}
+
+
+@router.get("/connect/{token}")
+def connect_page(request: Request, token: str, provider: str | None = None) -> Response:
+    """The provider choice (or straight to the one the link names), then the consent page."""
+    rt = request.app.state.runtime()
+    try:
+        link = open_link(rt, token)
+        choice = provider or link.provider
+        if choice is None:
+            return pages.choose(token, [p for p in PROVIDERS if rt.channel(p) is not None] or list(PROVIDERS))
+        consent = start_consent(rt, link, choice)
+    except LinkRefused as exc:
+        return pages.refused(str(exc), _STATUS[exc.kind])
+    except InvalidInput as exc:
+        return pages.refused(exc.errors[0].reason, 400)
+    response = RedirectResponse(consent, status_code=303, headers=pages.HEADERS)
+    secure = request.url.scheme == "https"
+    response.set_cookie(COOKIE, link.id, max_age=3600, httponly=True, samesite="lax", secure=secure,
+                        path="/oauth/")
+    return response
+
+
+def _callback(request: Request, provider: str) -> Response:
+    rt = request.app.state.runtime()
+    query = request.query_params
+    if "error" in query:
+        return pages.refused("You did not give calsync access to your calendar, so nothing changed. Open your "
+                             "link again if you want to connect it.", 400)
+    from sync.engine.tasks import enqueue
+
+    try:
+        link = finish_consent(rt, provider, str(request.url), query.get("state", ""), request.cookies.get(COOKIE),
+                              enqueue)
+    except LinkRefused as exc:
+        return pages.refused(str(exc), _STATUS[exc.kind])
+    except InvalidInput as exc:
+        return pages.refused(f"The sign-in could not be completed: {exc.errors[0].reason}.", 400)
+    except AuthError:
+        return pages.refused("The provider did not accept this sign-in. Open your link again to retry.", 400)
+    except TransientError:
+        return pages.refused("The provider could not be reached. Open your link again in a minute.", 503)
+    if link.return_to:
+        done = RedirectResponse(link.return_to, status_code=303, headers=pages.HEADERS)
+    else:
+        done = pages.connected(provider, None)
+    done.delete_cookie(COOKIE, path="/oauth/")
+    return done
+
+
+@router.get("/oauth/google/callback", response_class=HTMLResponse)
+def google_callback(request: Request) -> Response:
+    return _callback(request, "google")
+
+
+@router.get("/oauth/outlook/callback", response_class=HTMLResponse)
+def outlook_callback(request: Request) -> Response:
+    return _callback(request, "outlook")
