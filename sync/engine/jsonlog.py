@@ -27,6 +27,8 @@ class JsonFormatter(logging.Formatter):
         # Structured fields: bound by the engine around the work, or passed with ``extra=``.
         line.update(logcontext.current())
         line.update({k: str(getattr(record, k)) for k in logcontext.FIELDS if getattr(record, k, None) is not None})
+        # A record may carry its own structured fields (the HTTP access line does).
+        line.update(getattr(record, "fields", None) or {})
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         return json.dumps(line, ensure_ascii=False)

@@ -73,7 +73,7 @@ async def _too_large(send: Send, limit: int) -> None:
 
 
 class AccessLog:
-    """One JSON line per request: method, route template, status, milliseconds.
+    """One line per request (JSON under ``calsync serve``): method, route template, status, milliseconds.
 
     Never the query string, a header or a body: connect-link tokens, OAuth codes
     and bearer tokens travel there.
@@ -98,8 +98,9 @@ class AccessLog:
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             health.REQUESTS.labels(route=route, status=str(status)).inc()
-            access.info(json.dumps({"method": scope["method"], "route": route, "status": status,
-                                    "ms": round((time.perf_counter() - started) * 1000, 1)}))
+            ms = round((time.perf_counter() - started) * 1000, 1)
+            access.info("%s %s %s %.1fms", scope["method"], route, status, ms,
+                        extra={"fields": {"method": scope["method"], "route": route, "status": status, "ms": ms}})
 
 
 def create_app(runtime: Runtime | None = None) -> FastAPI:
