@@ -13,9 +13,7 @@ opened again (a person who closed the consent tab can start over).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,6 +26,7 @@ from sync.core.sanitize import has_control_chars
 from sync.engine.runtime import Runtime
 from sync.errors import CalsyncError, FieldError, InvalidInput
 from sync.providers.connector import PROVIDERS
+from sync.store import connect_links
 from sync.store.db import utcnow
 from sync.store.models import ConnectLink
 
@@ -59,12 +58,10 @@ class OpenLink:
 
 
 def _keys(rt: Runtime) -> list[bytes]:
-    return [hashlib.sha256(b"calsync-connect-link\0" + k.get_secret_value().encode()).digest()
-            for k in rt.settings.require("secret_keys")]
+    return connect_links.signing_keys(k.get_secret_value() for k in rt.settings.require("secret_keys"))
 
 
-def _sign(key: bytes, link_id: str) -> str:
-    return hmac.new(key, link_id.encode(), hashlib.sha256).hexdigest()[:32]
+_sign = connect_links.sign
 
 
 def check_return_to(rt: Runtime, return_to: str | None) -> str | None:
@@ -101,13 +98,12 @@ def create_link(rt: Runtime, user_id: str, provider: str | None = None, return_t
         errors.extend(exc.errors)
     if errors:
         raise InvalidInput(errors)
-    link_id = secrets.token_urlsafe(18)
-    expires = utcnow() + timedelta(seconds=rt.settings.connect_link_ttl_seconds)
+    keys = _keys(rt)
     with rt.store.tx() as db:
-        db.add(ConnectLink(id=link_id, user_id=user_id, provider=provider, return_to=return_to,
-                           expires_at=expires))
-    token = f"{link_id}.{_sign(_keys(rt)[0], link_id)}"
-    return Link(f"{rt.settings.base_url}/connect/{token}", expires, link_id)
+        url, expires, link_id = connect_links.create(
+            db, user_id=user_id, provider=provider, return_to=return_to, keys=keys, base_url=rt.settings.base_url,
+            ttl=timedelta(seconds=rt.settings.connect_link_ttl_seconds))
+    return Link(url, expires, link_id)
 
 
 def open_link(rt: Runtime, token: str) -> OpenLink:

@@ -11,15 +11,18 @@ from collections.abc import Callable
 
 from sync.engine.people import finish_disconnects
 from sync.engine.runtime import Runtime
+from sync.engine.webhooks import sweep_events
 from sync.store import sessions
 
 
 def sweep(rt: Runtime, enqueue: Callable[[str], None]) -> list[str]:
-    """Enqueue every session the store says is owed work, and finish disconnects whose
-    copies are all withdrawn. Returns the enqueued session ids."""
+    """Enqueue every session the store says is owed work, finish disconnects whose
+    copies are all withdrawn, and enqueue the webhooks and reconnect emails still owed.
+    Returns the enqueued session ids."""
     with rt.store.tx() as db:
         ids = sessions.lagging(db)
     for session_id in ids:
         enqueue(session_id)
     finish_disconnects(rt)
+    sweep_events(rt)
     return ids

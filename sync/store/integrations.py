@@ -6,10 +6,12 @@ from collections.abc import Iterable
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session as Db
+from sqlalchemy.orm import object_session
 
 from sync.core.plan import Usable
 from sync.core.states import USABLE_LINKS, Link, check_link
 from sync.errors import AuthError, PermanentError
+from sync.store import webhooks
 from sync.store.models import Integration, SessionRow
 
 
@@ -59,12 +61,31 @@ def mark_dead(db: Db, integration_id: int, reason: str) -> None:
 def move(row: Integration, to: Link, reason: str | None) -> None:
     """The one way an integration's status changes; ``disconnected`` wipes the credentials.
 
+    The platform's event for the move (connected, needs_reconnect, disconnected)
+    and a reconnect email owed are recorded in the row's own transaction.
+
     Raises:
       IllegalTransition: a move the lifecycle does not have (a bug).
     """
+    was = row.status
     row.status, row.status_reason = check_link(row.status, to), reason
     if to == Link.DISCONNECTED:
         row.credentials = b""
+    _announce(row, was, to, reason)
+
+
+def _announce(row: Integration, was: str, to: Link, reason: str | None) -> None:
+    db = object_session(row)
+    if db is None:
+        raise RuntimeError("an integration moves only inside a transaction (its event is written with it)")
+    data = {"user_id": row.user_id, "provider": row.provider}
+    if to == Link.ACTIVE:
+        webhooks.record(db, webhooks.CONNECTED, {**data, "account": row.account_email})
+    elif to == Link.NEEDS_RECONNECT and was != Link.NEEDS_RECONNECT:
+        webhooks.record(db, webhooks.NEEDS_RECONNECT, {**data, "reason": reason})
+        webhooks.record(db, webhooks.RECONNECT_EMAIL, {**data, "integration_id": row.id})
+    elif to == Link.DISCONNECTED and was != Link.DISCONNECTED:
+        webhooks.record(db, webhooks.DISCONNECTED, {**data, "reason": reason})
 
 
 def touch_sessions_of(db: Db, user_id: str) -> int:

@@ -13,11 +13,13 @@ from typing import Any, Protocol
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as Db
+from sqlalchemy.orm import object_session
 
 from sync.core import states
 from sync.core.plan import Action, Kind, Recorded
 from sync.core.render import Recipient, RenderedEvent
 from sync.core.states import State
+from sync.store import webhooks
 from sync.store.db import utcnow
 from sync.store.models import Placement
 
@@ -172,6 +174,11 @@ def record_failure(row: Placement, error: str, to: State, *, retry_at: datetime 
         row.attempts += 1
     row.last_error = error
     _move(row, to)
+    if to == State.FAILED:
+        db = object_session(row)
+        assert db is not None, "a placement fails only inside a transaction (its event is written with it)"
+        webhooks.record(db, webhooks.PLACEMENT_FAILED, {"session_id": row.session_id, "user_id": row.user_id,
+                                                        "channel": row.channel, "reason": error})
     row.next_attempt_at = retry_at
     if before is not None:
         row.live, row.in_doubt, row.sequence = before.live, before.in_doubt, before.sequence
