@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sync.accounts.links import LinkRefused, finish_consent, open_link, start_consent
 from sync.errors import AuthError, InvalidInput, TransientError
 from sync.http import pages
-from sync.providers.connector import PROVIDERS
+from sync.providers.connector import configured
 
 router = APIRouter(include_in_schema=False)
 
@@ -29,7 +29,7 @@ def connect_page(request: Request, token: str, provider: str | None = None) -> R
         link = open_link(rt, token)
         choice = provider or link.provider
         if choice is None:
-            return pages.choose(token, [p for p in PROVIDERS if rt.channel(p) is not None] or list(PROVIDERS))
+            return pages.choose(token, configured(rt.settings))
         consent = start_consent(rt, link, choice)
     except LinkRefused as exc:
         return pages.refused(str(exc), _STATUS[exc.kind])

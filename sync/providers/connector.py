@@ -53,6 +53,13 @@ _CONNECTORS = {"google": "sync.providers.google_oauth:GoogleConnector",
                "outlook": "sync.providers.outlook_oauth:OutlookConnector"}
 #: Providers with a channel and a connector in this release.
 PROVIDERS = tuple(_CONNECTORS)
+#: The setting that, once set, makes a provider available in a deployment.
+_CLIENT_ID = {"google": "google_client_id", "outlook": "ms_client_id"}
+
+
+def configured(settings: Settings) -> list[str]:
+    """The providers this deployment has an OAuth client for: the only ones people are offered."""
+    return [p for p in PROVIDERS if getattr(settings, _CLIENT_ID[p])]
 
 
 def connector_for(settings: Settings, provider: str) -> Connector:
