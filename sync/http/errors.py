@@ -37,11 +37,17 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # The framework's answer to a body it cannot even decode (not UTF-8); bad input is a 422
+            # everywhere else, and 400 is declared nowhere. calsync's own routes never raise a 400.
+            return field_errors(422, [FieldError("body", "not valid JSON (UTF-8)")])
         return error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return field_errors(422, [FieldError(_location(tuple(e.get("loc", ()))), str(e.get("msg", "invalid")))
+        # A body that is not JSON at all is located at its byte offset ("body", 42): name the body.
+        return field_errors(422, [FieldError("body" if e.get("type") == "json_invalid" else
+                                             _location(tuple(e.get("loc", ()))), str(e.get("msg", "invalid")))
                                   for e in exc.errors()])
 
     @app.exception_handler(InvalidInput)

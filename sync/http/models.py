@@ -7,6 +7,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+#: An id in a path: one line, no control characters (what intake and connect links accept).
+#: Declared as the path parameter's pattern, so a client learns the rule from the spec.
+ONE_LINE_ID = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]+$"
+
 
 class ErrorOut(BaseModel):
     error: str
@@ -48,7 +52,11 @@ class SessionOut(BaseModel):
 
 class ConnectLinkIn(BaseModel):
     provider: Literal["google", "outlook"] | None = None
-    return_to: str | None = Field(default=None, max_length=2048)
+    #: Checked by the server (an http(s) URL whose host is in CALSYNC_RETURN_HOSTS), declared here
+    #: as far as a schema can say it.
+    return_to: str | None = Field(default=None, max_length=2048, json_schema_extra={
+        "format": "uri", "pattern": r"^https?://[^/?#\s]+",
+        "description": "Where the browser goes afterwards: an http(s) URL whose host is in CALSYNC_RETURN_HOSTS."})
 
 
 class ConnectLinkOut(BaseModel):

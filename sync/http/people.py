@@ -9,11 +9,12 @@ from sync.accounts.links import create_link
 from sync.core.states import Link
 from sync.errors import NotFound
 from sync.http.auth import require_token
-from sync.http.models import COMMON, ConnectLinkIn, ConnectLinkOut, DisconnectOut, ErrorOut, IntegrationOut
+from sync.http.models import COMMON, ONE_LINE_ID, ConnectLinkIn, ConnectLinkOut, DisconnectOut, ErrorOut, IntegrationOut
 
 router = APIRouter(prefix="/v1/people", dependencies=[Depends(require_token)], tags=["people"])
 
-UserId = Path(min_length=1, max_length=200, description="The platform's user id.")
+UserId = Path(min_length=1, max_length=200, pattern=ONE_LINE_ID,
+              description="The platform's user id: one line, no control characters.")
 _NOT_FOUND = {404: {"model": ErrorOut, "description": "the person has no calendar connection"}}
 #: Which integration is "the" connection when a person has several rows (one replaced another).
 _RANK = {Link.ACTIVE: 0, Link.NEEDS_RECONNECT: 1, Link.DISCONNECTING: 2, Link.DISCONNECTED: 3}

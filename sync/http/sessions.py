@@ -15,11 +15,12 @@ from sync.errors import FieldError, InvalidInput
 from sync.http.auth import require_token
 from sync.http.errors import error
 from sync.http.health import INTAKE
-from sync.http.models import COMMON, ErrorOut, IntakeOut, SessionOut
+from sync.http.models import COMMON, ONE_LINE_ID, ErrorOut, IntakeOut, SessionOut
 
 router = APIRouter(prefix="/v1/sessions", dependencies=[Depends(require_token)], tags=["sessions"])
 
-SessionId = Path(min_length=1, max_length=200, description="The platform's session id.")
+SessionId = Path(min_length=1, max_length=200, pattern=ONE_LINE_ID,
+                 description="The platform's session id: one line, no control characters.")
 
 
 def _is_json(content_type: str | None) -> bool:
