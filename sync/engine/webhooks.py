@@ -77,7 +77,7 @@ Post = Callable[..., Any]
 
 
 def deliver(rt: Runtime, event_id: str, post: Post = requests.post) -> str:
-    """Send one event; returns ``delivered``, ``skipped`` (not pending, unknown, or no URL set).
+    """Send one event; returns ``delivered``, ``skipped`` (delivered already, unknown, or no URL set).
 
     Raises:
       DeliveryFailed: the attempt failed; it is stored on the row first.
@@ -87,7 +87,8 @@ def deliver(rt: Runtime, event_id: str, post: Post = requests.post) -> str:
         return "skipped"  # nothing is sent; the rows wait, pending, for a URL
     with rt.store.tx() as db:
         row = db.get(WebhookEvent, event_id)
-        if row is None or row.status != events.PENDING or row.type not in events.PLATFORM:
+        # A dead event is sent again only when its dead letter is retried (the sweeper leaves it).
+        if row is None or row.status == events.DELIVERED or row.type not in events.PLATFORM:
             return "skipped"
         if row.type == events.NEEDS_RECONNECT and "connect_url" not in row.data:
             # Made once, at the first try, and kept on the row: every retry sends the same body.
@@ -114,7 +115,7 @@ def deliver(rt: Runtime, event_id: str, post: Post = requests.post) -> str:
             error = f"no answer from the platform ({type(exc).__name__})"
     with rt.store.tx() as db:
         row = db.get(WebhookEvent, event_id)
-        if row is None or row.status != events.PENDING:
+        if row is None or row.status == events.DELIVERED:
             return "skipped"
         if error is None:
             events.delivered(row)

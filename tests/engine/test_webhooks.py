@@ -306,6 +306,11 @@ def test_an_event_the_platform_never_takes_dies_as_a_dead_letter(db_url, monkeyp
     with rt.store.tx() as db:  # long past its next try, a dead event is not sent again
         db.execute(update(WebhookEvent).values(created_at=utcnow() - timedelta(days=2), next_attempt_at=None))
     assert webhooks.sweep_events(rt) == []
+    # until an operator retries its dead letter, once the platform is back
+    with Receiver(SECRETS) as back:
+        rt = runtime_for(db_url, back)
+        assert webhooks.deliver(rt, row.id) == "delivered"
+    assert list(back.accepted) == [row.id] and rows(rt)[0].status == "delivered"
 
 
 def test_a_failed_attempt_is_stored_before_the_retry(rt, receiver):
