@@ -7,15 +7,18 @@ same browser, so a callback carrying another person's consent connects nobody.
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from sync.accounts.links import LinkRefused, finish_consent, open_link, start_consent
-from sync.errors import AuthError, InvalidInput, TransientError
+from sync.errors import AuthError, ConfigError, InvalidInput, TransientError
 from sync.http import pages
 from sync.providers.connector import configured
 
 router = APIRouter(include_in_schema=False)
+log = logging.getLogger(__name__)
 
 COOKIE = "calsync_connect"
 _STATUS = {"invalid": 404, "expired": 410, "used": 410}
@@ -35,8 +38,11 @@ def connect_page(request: Request, token: str, provider: str | None = None) -> R
         return pages.refused(str(exc), _STATUS[exc.kind])
     except InvalidInput as exc:
         return pages.refused(exc.errors[0].reason, 400)
+    except ConfigError as exc:
+        return _unavailable(exc)
     response = RedirectResponse(consent, status_code=303, headers=pages.HEADERS)
-    secure = request.url.scheme == "https"
+    # The scheme people's browsers use, not the one this hop arrived on (a TLS proxy speaks http to us).
+    secure = rt.settings.base_url.startswith("https://") or request.url.scheme == "https"
     response.set_cookie(COOKIE, link.id, max_age=3600, httponly=True, samesite="lax", secure=secure,
                         path="/oauth/")
     return response
@@ -61,12 +67,21 @@ def _callback(request: Request, provider: str) -> Response:
         return pages.refused("The provider did not accept this sign-in. Open your link again to retry.", 400)
     except TransientError:
         return pages.refused("The provider could not be reached. Open your link again in a minute.", 503)
+    except ConfigError as exc:
+        return _unavailable(exc)
     if link.return_to:
         done = RedirectResponse(link.return_to, status_code=303, headers=pages.HEADERS)
     else:
         done = pages.connected(provider, None)
     done.delete_cookie(COOKIE, path="/oauth/")
     return done
+
+
+def _unavailable(exc: ConfigError) -> Response:
+    """calsync cannot connect this provider (its OAuth client is not set): a page for the person, the why for ops."""
+    log.error("connect: %s", exc)
+    return pages.refused("This calendar cannot be connected here yet. Nothing changed; please tell the people "
+                         "who sent you this link.", 503)
 
 
 @router.get("/oauth/google/callback", response_class=HTMLResponse)
