@@ -61,3 +61,28 @@ def test_bench_runs_and_prints_its_figures(bench):
         assert text.count(per_phase) == 2, per_phase
     assert "ERROR" not in text and "CRASHES" not in text
     assert "email channel calls: 0" in text and "emulator internal errors: 0" in text
+
+
+@pytest.mark.postgres
+def test_http_intake_bench_runs_and_prints_its_figures(redis_client):
+    """`calsync serve` and `calsync worker` as processes on PostgreSQL and Redis, a second of each phase."""
+    from sqlalchemy import create_engine
+
+    from bench import http_intake
+    from tests.support.services import POSTGRES_URL, REDIS_URL, require_service
+
+    engine = create_engine(POSTGRES_URL)
+    require_service("PostgreSQL", lambda: engine.connect().close())
+    engine.dispose()
+    out = io.StringIO()
+    rc = http_intake.main(["--db-url", POSTGRES_URL, "--redis-url", REDIS_URL, "--rate", "20", "--seconds", "0.5",
+                           "--e2e-rate", "5", "--e2e-seconds", "0.6", "--provider-latency-ms", "5",
+                           "--client-threads", "4", "--settle-seconds", "30"], out=out)
+    text = out.getvalue()
+    assert rc == 0, text
+    assert "command: " in text and "environment: " in text
+    assert "answers: {202: 10}" in text and "PUT answers: {202: 3}; events seen: 3 of 3" in text
+    for figure in ("throughput achieved: ", "latency from when each PUT was due: p50 ", "[aim p99 <= 50 ms]",
+                   "emulator requests per session: 1.00", "PUT due -> event on the calendar", "ratios (this run): "):
+        assert figure in text, figure
+    assert "ERROR" not in text
