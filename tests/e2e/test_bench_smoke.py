@@ -64,6 +64,7 @@ def test_bench_runs_and_prints_its_figures(bench):
 
 
 @pytest.mark.postgres
+@pytest.mark.redis
 def test_http_intake_bench_runs_and_prints_its_figures(redis_client):
     """`calsync serve` and `calsync worker` as processes on PostgreSQL and Redis, a second of each phase."""
     from sqlalchemy import create_engine
