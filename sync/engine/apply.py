@@ -59,6 +59,8 @@ class Before:
     #: A SEQUENCE that never reached anyone is not used up: the first invite a person
     #: ever receives carries 0, however many refusals and throttles came before it.
     sequence: int
+    #: New intent (a newer revision) gave this attempt a fresh budget: its failure is news again.
+    rearmed: bool = False
 
 
 def apply(rt: Runtime, session_id: str, revision: int, action: Action, integration_id: int | None,
@@ -84,7 +86,7 @@ def _apply(rt: Runtime, session_id: str, revision: int, action: Action, integrat
         return Outcome(ok=True)
     with rt.store.tx() as db:
         row = placements.held(db, action.placement_id, token)
-        before = Before(row.live, row.in_doubt, row.state, row.sequence)
+        before = Before(row.live, row.in_doubt, row.state, row.sequence, rearmed=revision > row.attempt_revision)
         placements.mark_sending(row, action, revision)
         target = Target(placement_id=row.id, user_id=row.user_id, external_id=row.external_id,
                         sequence=action.sequence, integration_id=integration_id,
@@ -111,7 +113,7 @@ def _apply(rt: Runtime, session_id: str, revision: int, action: Action, integrat
         row = placements.held(db, action.placement_id, token)
         placements.record_success(row, action, revision, receipt.external_id, receipt.generation)
         synclog.log(db, session_id, action, "ok", reason=action.reason, sequence=action.sequence,
-                       detail=receipt.detail)
+                    detail=receipt.detail)
     return Outcome(ok=True)
 
 
@@ -171,9 +173,10 @@ class _Context:
             else:
                 delay = limits.failed_retry_ms(attempt - s.max_attempts) if self.upcoming else None
             placements.record_failure(row, error, State.FAILED if final else State.RETRYING, retry_at=_at(delay),
-                                      before=self.before if applied_nothing else None)
+                                      before=self.before if applied_nothing else None,
+                                      announce=self.before.state != State.FAILED or self.before.rearmed)
             synclog.log(db, self.session_id, self.action, "failed" if final else "retrying", error=error,
-                           attempt=row.attempts, retry_in_ms=delay)
+                        attempt=row.attempts, retry_in_ms=delay)
         # A failed copy's long backoff is the sweeper's to keep, not a message's.
         return Outcome(ok=False, retry_in_ms=None if final else delay, error=error,
                        label="failed" if final else "retrying")

@@ -233,7 +233,7 @@ def repair_drift(rt: Runtime, session_id: str) -> list[PlacementCheck]:
             placements.drifted(row, f"found {', '.join(sorted(kinds))} by diagnose",
                                gone=bool(kinds & {"deleted", "missing"}))
             synclog.log(db, session_id, None, "drift", user_id=check.user_id, channel=check.channel,
-                           found=sorted(kinds))
+                        found=sorted(kinds))
     for check in checks:
         row = rows.get((check.user_id, check.channel))
         extra = [c for c in check.copies if not c.cancelled and row is not None and c.external_id != row.external_id]

@@ -165,16 +165,17 @@ def record_success(row: Placement, action: Action, revision: int, external_id: s
 
 
 def record_failure(row: Placement, error: str, to: State, *, retry_at: datetime | None,
-                   before: Restorable | None = None, spend: bool = True) -> None:
+                   before: Restorable | None = None, spend: bool = True, announce: bool = True) -> None:
     """A failed attempt. ``before`` is what the row said before the attempt, restored
     when the far side is known to have applied nothing (a refusal, a throttle, our
     own configuration): the copy is exactly as live, as certain and as far along
-    in SEQUENCE as it was."""
+    in SEQUENCE as it was. ``announce`` is False for the long-backoff retry of a copy
+    that had already failed: the platform hears of a failure once, not hourly."""
     if spend:
         row.attempts += 1
     row.last_error = error
     _move(row, to)
-    if to == State.FAILED:
+    if to == State.FAILED and announce:
         db = object_session(row)
         assert db is not None, "a placement fails only inside a transaction (its event is written with it)"
         webhooks.record(db, webhooks.PLACEMENT_FAILED, {"session_id": row.session_id, "user_id": row.user_id,

@@ -38,7 +38,7 @@ from sync.store.db import Store, utcnow
 from sync.store.integrations import mark_dead
 from sync.store.models import Integration, Person, WebhookEvent
 from sync.testing.channel import MemoryChannel
-from tests.support.factories import make_settings, session_data
+from tests.support.factories import make_settings, reconcile_due, session_data
 
 SECRETS = ["whsec-old", "whsec-new"]
 
@@ -222,6 +222,24 @@ def test_each_cause_writes_its_event_in_its_own_transaction(db_url, receiver):
                               "reason": "550 mailbox unavailable"}),
     ]
     assert {r.status for r in rows(rt)} == {"pending"}
+
+
+def test_a_failed_placement_is_announced_once_not_on_every_long_backoff_retry(db_url, receiver):
+    channel = MemoryChannel()
+    rt = runtime_for(db_url, receiver, channel)
+    upcoming = {"start": "2030-12-01T15:00:00-05:00", "end": "2030-12-01T16:00:00-05:00"}
+    api.upsert_session(session_data(**upcoming), rt=rt, enqueue=False)
+    # Given two copies that failed for good, and whose long-backoff retries keep failing
+    channel.fail_with = [PermanentError("550 mailbox unavailable")] * 6
+    for _ in range(3):
+        reconcile_due(rt, "sess-42")
+    assert channel.fail_with == []  # every retry did run, and failed
+    assert sorted(r.data["user_id"] for r in rows(rt, "placement.failed")) == ["u-1", "u-2"]
+    # When a new version re-arms them and they fail again, that is news
+    api.upsert_session(session_data(version=2, title="Renamed", **upcoming), rt=rt, enqueue=False)
+    channel.fail_with = [PermanentError("550 mailbox unavailable")] * 2
+    reconcile_due(rt, "sess-42")
+    assert len(rows(rt, "placement.failed")) == 4
 
 
 def test_a_cause_rolled_back_leaves_no_event(rt):
