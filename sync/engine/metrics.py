@@ -39,6 +39,12 @@ RECONNECTS = Gauge("calsync_integrations_needing_reconnect", "Integrations in ne
 #: Seconds the oldest lagging session has waited since it changed (0 when none lags).
 OLDEST_LAG = Gauge("calsync_oldest_lagging_session_seconds", "Age of the oldest change not yet settled.",
                    multiprocess_mode=_MODE)
+#: Webhook events for the platform by where they stand (pending, delivered, dead), read from the store.
+WEBHOOK_EVENTS = Gauge("calsync_webhook_events", "Webhook events by status: pending, delivered, dead.", ["status"],
+                       multiprocess_mode=_MODE)
+#: One increment per delivery attempt of a webhook, by how it ended (delivered, failed).
+WEBHOOK_DELIVERIES = Counter("calsync_webhook_deliveries_total", "Webhook delivery attempts, by outcome.",
+                             ["outcome"])
 #: Channels every placement gauge is written for, so a state that empties reads 0, not its last value.
 CHANNELS = ("email", "google", "outlook")
 
@@ -48,9 +54,12 @@ def refresh_health(client: Any | None, rt: Any | None = None) -> None:
 
     ``rt`` is the runtime whose store is read (this process's, by default).
     """
+    from sqlalchemy import func, select
+
     from sync.core.states import State
     from sync.engine.queues import queue_stats
     from sync.engine.runtime import get_runtime
+    from sync.store.models import WebhookEvent
     from sync.store.stats import store_stats
 
     if client is not None:
@@ -60,6 +69,9 @@ def refresh_health(client: Any | None, rt: Any | None = None) -> None:
             BACKLOG.labels(state=state).set(n)
     with (rt or get_runtime()).store.tx() as db:
         stats = store_stats(db)
+        webhooks = dict(db.execute(select(WebhookEvent.status, func.count()).group_by(WebhookEvent.status)).all())
+    for status in ("pending", "delivered", "dead"):
+        WEBHOOK_EVENTS.labels(status=status).set(webhooks.get(status, 0))
     counts = {(state, channel): n for state, channel, n in stats.placements}
     for state in State:
         for channel in sorted(set(CHANNELS) | {c for _, c in counts}):

@@ -25,6 +25,7 @@ from typing import Any
 import dramatiq
 import requests
 
+from sync.engine import metrics
 from sync.engine.broker import QUEUE, get_broker
 from sync.engine.runtime import Runtime, get_runtime
 from sync.store import connect_links
@@ -119,8 +120,10 @@ def deliver(rt: Runtime, event_id: str, post: Post = requests.post) -> str:
             return "skipped"
         if error is None:
             events.delivered(row)
+            metrics.WEBHOOK_DELIVERIES.labels(outcome="delivered").inc()
             return "delivered"
         events.failed(row, error, utcnow() + _next_try_bound(row.attempts + 1))
+    metrics.WEBHOOK_DELIVERIES.labels(outcome="failed").inc()
     log.warning("webhook %s (%s) not delivered: %s", event_id, row.type, error)
     raise DeliveryFailed(error)
 

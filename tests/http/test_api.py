@@ -202,6 +202,7 @@ def test_health_readiness_and_metrics(rt: Runtime, base: str):
     text = call("GET", f"{base}/metrics", token=None).text
     assert 'calsync_http_requests_total{route="/v1/sessions/{session_id}",status="202"}' in text
     assert 'calsync_intake_total{outcome="created"}' in text
+    assert 'calsync_webhook_events{status="pending"}' in text and "calsync_placements{" in text
 
 
 @pytest.mark.redis
