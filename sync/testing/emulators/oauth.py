@@ -136,7 +136,9 @@ class OAuthServer(EmulatorServer):
     def __init__(self, **kwargs: Any) -> None:
         #: Registered OAuth clients; empty means any client id and secret is accepted.
         self.clients: dict[str, dict[str, Any]] = {}
-        self.consent_decision: str = "allow"  # or "deny": redirect back with error=access_denied
+        #: "allow", "deny" (redirect back with error=access_denied), or "ask": a page with Allow and
+        #: Deny links for a real browser to click (the browser tests' consent screen).
+        self.consent_decision: str = "allow"
         self.consent_user: str | None = None  # who consents when no login_hint is given
         self._users: dict[str, Any] = {}  # lower-case email -> the provider's user record
         self._grants: list[Grant] = []
@@ -287,7 +289,12 @@ class OAuthServer(EmulatorServer):
                 raise self._page("unknown_user", email=email, **context)
             req.account = email
             req.info.update(pkce=method if p["code_challenge"] else None, scope=p["scope"], app_id=p["client_id"])
-            if self.consent_decision != "allow":
+            decision = self.consent_decision
+            if decision == "ask":
+                decision = req.param("decision") or "ask"
+            if decision == "ask":
+                return _consent_screen(req.raw_path, email, p["client_id"] or "")
+            if decision != "allow":
                 return back(error="access_denied", error_description=self._description("access_denied"),
                             state=p["state"])
             code = self.code_prefix + secrets.token_urlsafe(32)
@@ -393,6 +400,21 @@ class OAuthServer(EmulatorServer):
                 raise self.fail("bad_verifier")
         code.used = True
         return self.code_tokens(req, form, code, client_id)
+
+
+def _consent_screen(raw_path: str, email: str, client_id: str) -> Response:
+    """The screen a person sees at the provider: who is signing in, for which app, Allow or Deny.
+
+    Each button is a link back to this same request with the choice added, so it works
+    without JavaScript and a browser test clicks it like a person would.
+    """
+    def choice(value: str) -> str:
+        return html.escape(f"{raw_path}{'&' if '?' in raw_path else '?'}{urlencode({'decision': value})}")
+
+    return Response.text(200, f"<html><head><title>Sign in</title></head><body><h1>Sign in</h1><p>{html.escape(email)} is asked to let "
+                              f"<b>{html.escape(client_id)}</b> manage events on their calendar.</p>"
+                              f'<p><a id="allow" href="{choice("allow")}">Allow</a> '
+                              f'<a id="deny" href="{choice("deny")}">Deny</a></p></body></html>')
 
 
 def _redirect(redirect: str, mode: str, params: dict[str, str]) -> Response:
