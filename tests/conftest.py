@@ -31,7 +31,7 @@ from sync.store.migrate import upgrade  # noqa: E402
 from sync.testing.channel import MemoryChannel  # noqa: E402
 from sync.testing.emulators.google import GoogleEmulator  # noqa: E402
 from tests.support.factories import make_settings  # noqa: E402
-from tests.support.services import IN_CI, POSTGRES_URL, REDIS_URL, require_service  # noqa: E402
+from tests.support.services import IN_CI, POSTGRES_URL, REDIS_URL, prepare_postgres, require_service  # noqa: E402
 
 get_settings.cache_clear()
 
@@ -43,13 +43,34 @@ hypothesis_settings.register_profile("soak", parent=hypothesis_settings.get_prof
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if IN_CI else "dev"))
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
     parser.addoption("--soak", action="store_true", help="run the Hypothesis state machines with 10x the examples")
+    if not pluginmanager.has_plugin("xdist"):
+        # pyproject's addopts name xdist's options; with `-p no:xdist` nothing else would accept them.
+        parser.addoption("--numprocesses", dest="numprocesses", help="ignored: pytest-xdist is disabled")
+        parser.addoption("--dist", dest="dist", help="ignored: pytest-xdist is disabled")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("--soak"):
         hypothesis_settings.load_profile("soak")
+
+
+#: Tests far longer than the rest (the chaos run alone is a third of the suite's time), started first
+#: under xdist so the other worker drains everything else meanwhile instead of waiting on them at the end.
+LONGEST_FIRST = ("tests/reliability/test_chaos.py::", "tests/e2e/")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # every worker sorts alike: xdist requires the same order
+        items.sort(key=lambda item: next((i for i, p in enumerate(LONGEST_FIRST) if item.nodeid.startswith(p)),
+                                         len(LONGEST_FIRST)))
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # This process's PostgreSQL database (test_gw0, test_gw1, ... under xdist: tests/support/services.py).
+    prepare_postgres()
+
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
