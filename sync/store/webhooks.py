@@ -67,8 +67,9 @@ def _committed(db: Db) -> None:
     for callback in list(_callbacks) if events else []:
         try:
             callback(events)
-        except Exception:  # the commit stands; the sweeper sends what this could not
-            log.exception("could not enqueue %d webhook event(s); the sweeper will", len(events))
+        except Exception as exc:  # the commit stands; the sweeper sends what this could not
+            log.warning("could not enqueue %d webhook event(s) (%s); the sweeper will", len(events),
+                        type(exc).__name__)
 
 
 def _forget(db: Db) -> None:

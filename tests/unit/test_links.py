@@ -5,8 +5,6 @@ from __future__ import annotations
 import pytest
 
 from sync.core.states import LINK_TRANSITIONS, IllegalTransition, Link, check_link
-from sync.store.integrations import move
-from sync.store.models import Integration
 
 
 @pytest.mark.parametrize("start", list(Link))
@@ -24,17 +22,3 @@ def test_moves_the_lifecycle_does_not_have_are_refused(start: Link, to: Link) ->
     assert to not in LINK_TRANSITIONS[start]
     with pytest.raises(IllegalTransition, match=f"from {start} to {to}"):
         check_link(start, to)
-
-
-def test_disconnected_wipes_the_credentials_and_says_why() -> None:
-    row = Integration(user_id="u-1", provider="google", credentials=b"sealed", status=Link.DISCONNECTING)
-    move(row, Link.DISCONNECTED, "disconnected by support")
-    assert (row.status, row.status_reason, row.credentials) == (Link.DISCONNECTED, "disconnected by support", b"")
-
-
-def test_an_illegal_move_leaves_the_row_as_it_was() -> None:
-    row = Integration(user_id="u-1", provider="google", credentials=b"sealed", status=Link.DISCONNECTED,
-                      status_reason="disconnected by support")
-    with pytest.raises(IllegalTransition):
-        move(row, Link.NEEDS_RECONNECT, "token died")
-    assert (row.status, row.status_reason) == (Link.DISCONNECTED, "disconnected by support")

@@ -409,12 +409,14 @@ def _consent_screen(raw_path: str, email: str, client_id: str) -> Response:
     without JavaScript and a browser test clicks it like a person would.
     """
     def choice(value: str) -> str:
-        return html.escape(f"{raw_path}{'&' if '?' in raw_path else '?'}{urlencode({'decision': value})}")
+        joiner = "&" if "?" in raw_path else "?"
+        return html.escape(f"{raw_path}{joiner}{urlencode({'decision': value})}")
 
-    return Response.text(200, f"<html><head><title>Sign in</title></head><body><h1>Sign in</h1><p>{html.escape(email)} is asked to let "
-                              f"<b>{html.escape(client_id)}</b> manage events on their calendar.</p>"
-                              f'<p><a id="allow" href="{choice("allow")}">Allow</a> '
-                              f'<a id="deny" href="{choice("deny")}">Deny</a></p></body></html>')
+    page = (f"<html><head><title>Sign in</title></head><body><h1>Sign in</h1><p>{html.escape(email)} is asked "
+            f"to let <b>{html.escape(client_id)}</b> manage events on their calendar.</p>"
+            f'<p><a id="allow" href="{choice("allow")}">Allow</a> <a id="deny" href="{choice("deny")}">Deny</a></p>'
+            "</body></html>")
+    return Response.text(200, page)
 
 
 def _redirect(redirect: str, mode: str, params: dict[str, str]) -> Response:
