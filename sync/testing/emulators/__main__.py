@@ -9,6 +9,7 @@ until interrupted.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import threading
 
@@ -37,11 +38,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"export {name}={value}")
     for address in args.user:
         print(f"# refresh token for {address}: {emulator.add_user(address)}")
+    # Ctrl-C and a plain kill both stop it, even when started with SIGINT ignored (a shell's
+    # background job, a test runner's worker): Python installs no Ctrl-C handler then.
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     print(f"# serving {args.provider} until interrupted (Ctrl-C)", flush=True)
     try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
+        while not stop.wait(1):
+            pass
     finally:
         emulator.stop()
     return 0
