@@ -37,7 +37,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +46,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bench.harness import environment, session_payload
+from sync.testing.postgres import private_schema
 
 TOKEN = "bench-http-token"
 PERSON = ("u-google", "bench-google@example.com")
@@ -127,29 +127,6 @@ def wait_healthy(base: str, proc: subprocess.Popen[bytes], log: Path, timeout: f
             pass
         time.sleep(0.1)
     raise RuntimeError(f"calsync serve not ready after {timeout:g} s: {log.read_text()[-2000:]}")
-
-
-@contextmanager
-def fresh_schema(server_url: str) -> Iterator[str]:
-    """A new schema on the PostgreSQL server, migrated; the URL that uses it. Dropped afterwards."""
-    from sqlalchemy import create_engine, text
-
-    from sync.store.db import engine_for
-    from sync.store.migrate import upgrade
-
-    schema = f"bench_http_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = f"{server_url}{'&' if '?' in server_url else '?'}options=-csearch_path%3D{schema}"
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        engine_for(url).dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 # ---- the open-loop driver --------------------------------------------------------------------
@@ -263,7 +240,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     try:
         # ---- 1. intake ----
         broker.flushdb()
-        with fresh_schema(args.db_url) as db_url:
+        with private_schema(args.db_url) as db_url:
             ctx, base = serve(env_for(db_url), "serve-intake")
             try:
                 # Warm up (connections, the first transaction, imports on first use); not counted.
@@ -298,7 +275,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
 
         # ---- 2. PUT -> event on the emulated Google calendar ----
         broker.flushdb()
-        with GoogleEmulator() as emu, fresh_schema(args.db_url) as db_url:
+        with GoogleEmulator() as emu, private_schema(args.db_url) as db_url:
             env = env_for(db_url, google_settings(emu, "calsync-bench", "bench-secret"))
             token = emu.add_user(PERSON[1])
             imported = subprocess.run(

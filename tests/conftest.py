@@ -8,7 +8,6 @@ that need real Redis run the worker in a subprocess with their own environment.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ os.environ["CALSYNC_SWEEP_INTERVAL_SECONDS"] = "0"
 # The contract's example session (1 Dec 2026) may already be over when the suite runs.
 os.environ["CALSYNC_PAST_SESSIONS"] = "send"
 
-from sqlalchemy import create_engine, text  # noqa: E402
+from sqlalchemy import create_engine  # noqa: E402
 
 from sync.config import get_settings  # noqa: E402
 from sync.engine.runtime import Runtime  # noqa: E402
@@ -30,6 +29,7 @@ from sync.store.db import Store  # noqa: E402
 from sync.store.migrate import upgrade  # noqa: E402
 from sync.testing.channel import MemoryChannel  # noqa: E402
 from sync.testing.emulators.google import GoogleEmulator  # noqa: E402
+from sync.testing.postgres import private_schema  # noqa: E402
 from tests.support.factories import make_settings  # noqa: E402
 from tests.support.services import IN_CI, POSTGRES_URL, REDIS_URL, prepare_postgres, require_service  # noqa: E402
 
@@ -82,20 +82,9 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         return
     admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
     require_service("PostgreSQL", lambda: admin.connect().close())
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
-    try:
-        upgrade(url)
+    admin.dispose()
+    with private_schema(POSTGRES_URL) as url:
         yield url
-    finally:
-        from sync.store.db import engine_for
-
-        engine_for(url).dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 @pytest.fixture
